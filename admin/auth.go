@@ -1,0 +1,240 @@
+package admin
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+// login starts the authorization-code flow: a sealed login-state cookie, then
+// the IdP (303), or its URL as JSON for clients that ask for JSON.
+func (a *API) login(w http.ResponseWriter, r *http.Request, route string) {
+	rd := r.URL.Query().Get("rd")
+	if r.Method == http.MethodPost && rd == "" {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		rd = r.PostFormValue("rd")
+	}
+	rd = identity.SafeRedirect(rd)
+	authURL, ls, err := a.rt.RP.Begin(r.Context(), rd)
+	if err != nil {
+		a.logError(r, err)
+		p := problem(http.StatusServiceUnavailable, "idp_unavailable", "Identity provider unavailable",
+			"the identity provider cannot be reached right now; sign-in will work again as soon as it answers")
+		if wantsHTML(r) {
+			w.Header().Set("Retry-After", "10")
+			a.pages.renderError(w, p.Status, p.Title, p.Detail)
+			return
+		}
+		writeProblem(w, p)
+		return
+	}
+	cookie, err := identity.SealLoginState(a.rt.LoginSealer, ls, a.rt.Secure)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	http.SetCookie(w, cookie)
+	if acceptsJSON(r) {
+		writeJSON(w, http.StatusOK, map[string]string{"authorize_url": authURL})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, authURL, http.StatusSeeOther)
+}
+
+// callback finishes sign-in: checks state, exchanges the code, verifies the ID
+// token, records the user and starts a brand-new session.
+func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
+	fail := func(status int, code, detail string, cause error) {
+		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": code, "error": errString(cause)}})
+		http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure))
+		if wantsHTML(r) {
+			a.pages.renderLoginError(w, status, detail)
+			return
+		}
+		writeProblem(w, problem(status, code, "Sign-in failed", detail))
+	}
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		fail(http.StatusBadRequest, "login_failed", "the identity provider refused the sign-in ("+truncate(e, 100)+")", errors.New(e))
+		return
+	}
+	ls, err := identity.OpenLoginState(a.rt.LoginSealer, r, a.rt.Secure, time.Now())
+	if err != nil {
+		fail(http.StatusBadRequest, "login_state_invalid", "this sign-in was not started here or took too long; please sign in again", err)
+		return
+	}
+	if err := identity.CheckState(ls, q.Get("state")); err != nil {
+		fail(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again", err)
+		return
+	}
+	claims, err := a.rt.RP.Finish(r.Context(), ls, q.Get("code"))
+	if err != nil {
+		if errors.Is(err, identity.ErrProviderUnavailable) {
+			fail(http.StatusServiceUnavailable, "idp_unavailable", "the identity provider cannot be reached right now; please try again shortly", err)
+			return
+		}
+		fail(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again", err)
+		return
+	}
+	ctx := r.Context()
+	user, err := a.rt.Store.RecordLogin(ctx, store.LoginInfo{
+		Issuer:         claims.Issuer,
+		Subject:        claims.Subject,
+		Email:          claims.Email,
+		Name:           claims.Name,
+		BootstrapAdmin: a.rt.IsBootstrapAdmin(claims.Email),
+		Now:            time.Now().UTC(),
+	})
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	// Whatever session this browser had before is ended, so a planted cookie
+	// never becomes a signed-in session (session fixation).
+	if err := a.rt.Sessions.Destroy(ctx, r); err != nil && !errors.Is(err, identity.ErrNoSession) && !errors.Is(err, identity.ErrSessionInvalid) {
+		a.writeError(w, r, err)
+		return
+	}
+	cookie, _, err := a.rt.Sessions.Create(ctx, user.ID, claims.RawIDToken)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
+		Detail: map[string]any{"status": user.Status, "role": user.Role}})
+	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure))
+	http.SetCookie(w, cookie)
+	w.Header().Set("Cache-Control", "no-store")
+	dest := ls.Redirect
+	if user.Status != store.StatusActive || (user.AccessExpiresAt != nil && !user.AccessExpiresAt.After(time.Now())) {
+		dest = a.rt.PagesPrefix + "/request-access"
+	}
+	http.Redirect(w, r, dest, http.StatusSeeOther)
+}
+
+// logout ends the session (if any), clears the cookie and, for a form post,
+// continues to the IdP's end-session endpoint when it has one.
+func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) {
+	ctx := r.Context()
+	var hint string
+	sub, _, err := a.identify(r)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if sub != nil {
+		if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+			return
+		}
+		hint = sub.Session.IDTokenHint
+		if err := a.rt.Sessions.Destroy(ctx, r); err != nil && !errors.Is(err, identity.ErrSessionInvalid) && !errors.Is(err, identity.ErrNoSession) {
+			a.writeError(w, r, err)
+			return
+		}
+		a.rt.Audit(ctx, r, core.AuditEvent{Type: "logout", ActorID: sub.User.ID, TargetID: sub.User.ID})
+	}
+	http.SetCookie(w, a.rt.Sessions.ClearCookie())
+	if isFormPost(r) {
+		dest := "/"
+		if hint != "" {
+			if u := a.rt.RP.EndSessionURL(ctx, hint, a.rt.PublicURL.String()+"/"); u != "" {
+				dest = u
+			}
+		}
+		http.Redirect(w, r, dest, http.StatusSeeOther)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// refresh rotates the session: the old cookie stops working at once.
+func (a *API) refresh(w http.ResponseWriter, r *http.Request, route string) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return
+	}
+	ctx := r.Context()
+	cookie, sess, err := a.rt.Sessions.Rotate(ctx, r)
+	if errors.Is(err, identity.ErrSessionInvalid) || errors.Is(err, identity.ErrNoSession) {
+		writeProblem(w, problem(http.StatusUnauthorized, "invalid_token", "Invalid credentials", "the session is no longer valid"))
+		return
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	user, err := a.rt.Store.GetUser(ctx, sess.UserID)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	http.SetCookie(w, cookie)
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "expires_at": sess.ExpiresAt.UTC()})
+}
+
+// userView is a user record with the caller's effective permissions.
+type userView struct {
+	store.User
+	Permissions []string `json:"permissions"`
+}
+
+func (a *API) me(w http.ResponseWriter, r *http.Request, route string) {
+	sub, ok := a.authorize(w, r, route, nil, nil)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	perms := []string{}
+	if sub.User.Status == store.StatusActive {
+		p, err := a.rt.Policy.Permissions(ctx, sub.User.Role)
+		if err != nil {
+			a.writeError(w, r, err)
+			return
+		}
+		perms = p
+	}
+	var req any
+	latest, err := a.rt.Store.LatestAccessRequest(ctx, sub.User.ID)
+	switch {
+	case err == nil:
+		req = latest
+	case !errors.Is(err, store.ErrNotFound):
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": userView{sub.User, perms}, "access_request": req})
+}
+
+func wantsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+func acceptsJSON(r *http.Request) bool {
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
+}
+
+func isFormPost(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == "application/x-www-form-urlencoded" || mt == "multipart/form-data"
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return truncate(err.Error(), 300)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,53 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse/gatehouse/admin"
+)
+
+func init() {
+	caddy.RegisterModule(new(APIHandler))
+}
+
+// APIHandler is the http.handlers.gatehouse_api module: it serves Gatehouse's
+// own routes (API, pages, JWKS, dev IdP) and hands every other request on.
+type APIHandler struct {
+	api *admin.API
+}
+
+// CaddyModule returns the Caddy module information.
+func (*APIHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gatehouse_api",
+		New: func() caddy.Module { return new(APIHandler) },
+	}
+}
+
+// Provision connects the handler to the gatehouse app.
+func (h *APIHandler) Provision(ctx caddy.Context) error {
+	app, err := ctx.App("gatehouse")
+	if err != nil {
+		return fmt.Errorf("gatehouse_api: loading the gatehouse app: %w", err)
+	}
+	h.api = admin.NewAPI(app.(*App).Runtime())
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.api.Serve(w, r) {
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*APIHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*APIHandler)(nil)
+)

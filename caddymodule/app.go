@@ -1,0 +1,326 @@
+// Package caddymodule is the Caddy glue of Gatehouse: the gatehouse app, the
+// gatehouse (guard) and gatehouse_api handlers, and their Caddyfile syntax.
+// The work itself happens in core, guard and admin.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/notify"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// App is the gatehouse app: one per process, holding the store, sessions,
+// OIDC client, signing keys, policy engine and notifier that the handlers share.
+type App struct {
+	// PublicURL is the URL users reach Gatehouse at; cookies are Secure when it is https.
+	PublicURL string `json:"public_url,omitempty"`
+	// Store selects the backend. Default: sqlite at ./data/gatehouse.db.
+	Store *StoreConfig `json:"store,omitempty"`
+	// Redis is reserved for the multi-instance deployment (sessions, revocation fan-out).
+	Redis string `json:"redis,omitempty"`
+	// OIDC is the organisation's OpenID provider. Ignored when DevIdP is set.
+	OIDC *OIDCConfig `json:"oidc,omitempty"`
+	// DevIdP turns on the built-in development OpenID provider under /dev-idp.
+	DevIdP *DevIdPConfig `json:"dev_idp,omitempty"`
+	// BootstrapAdmins are emails approved as admin at their first sign-in.
+	BootstrapAdmins []string `json:"bootstrap_admins,omitempty"`
+	// Policy lists extra Rego files or directories that add to or replace the default policy.
+	Policy []string `json:"policy,omitempty"`
+	// Secret is the master secret (at least 32 characters) that seals private keys
+	// and login state. When empty, SecretFile is used, created on first start.
+	Secret string `json:"secret,omitempty"`
+	// SecretFile defaults to gatehouse.key beside the SQLite database.
+	SecretFile string `json:"secret_file,omitempty"`
+	// APIPrefix defaults to /api; PagesPrefix to /gatehouse.
+	APIPrefix   string `json:"api_prefix,omitempty"`
+	PagesPrefix string `json:"pages_prefix,omitempty"`
+	// SessionLifetime is the absolute session lifetime (default 24h);
+	// SessionIdleTimeout ends a session unused for that long (default 2h).
+	SessionLifetime    caddy.Duration `json:"session_lifetime,omitempty"`
+	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
+	// Notify configures how requesters hear about decisions.
+	Notify *NotifyConfig `json:"notify,omitempty"`
+	// SigningAlgorithm is ES256 (default), EdDSA or RS256.
+	SigningAlgorithm string `json:"signing_algorithm,omitempty"`
+
+	rt     *core.Runtime
+	logger *zap.Logger
+}
+
+// StoreConfig names a store backend and its data source.
+type StoreConfig struct {
+	Driver string `json:"driver,omitempty"` // sqlite
+	DSN    string `json:"dsn,omitempty"`    // a file path for sqlite
+}
+
+// OIDCConfig is an OpenID Connect provider registration.
+type OIDCConfig struct {
+	Issuer       string   `json:"issuer,omitempty"`
+	ClientID     string   `json:"client_id,omitempty"`
+	ClientSecret string   `json:"client_secret,omitempty"`
+	Scopes       []string `json:"scopes,omitempty"`
+}
+
+// DevIdPConfig lists the people the development provider offers.
+type DevIdPConfig struct {
+	Users []DevUser `json:"users,omitempty"`
+}
+
+// DevUser is one person of the development provider.
+type DevUser struct {
+	Email string `json:"email"`
+	Name  string `json:"name,omitempty"`
+}
+
+// NotifyConfig lists the notifiers of access decisions.
+type NotifyConfig struct {
+	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
+	SMTP     *SMTPConfig     `json:"smtp,omitempty"`
+}
+
+// WebhookConfig is a receiver of signed decision events.
+type WebhookConfig struct {
+	URL    string `json:"url"`
+	Secret string `json:"secret"`
+}
+
+// SMTPConfig is the mail relay for decision emails.
+type SMTPConfig struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port,omitempty"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	From     string `json:"from"`
+	TLS      string `json:"tls,omitempty"` // starttls (default), tls, none
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "gatehouse",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision replaces placeholders, applies defaults and assembles the runtime.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.expandPlaceholders()
+	a.applyDefaults()
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	rt, err := core.Open(ctx, a.runtimeOptions())
+	if err != nil {
+		return fmt.Errorf("gatehouse: %w", err)
+	}
+	a.rt = rt
+	return nil
+}
+
+func (a *App) expandPlaceholders() {
+	repl := caddy.NewReplacer()
+	r := func(s string) string { return repl.ReplaceAll(s, "") }
+	a.PublicURL = r(a.PublicURL)
+	a.Redis = r(a.Redis)
+	a.Secret = r(a.Secret)
+	a.SecretFile = r(a.SecretFile)
+	if a.Store != nil {
+		a.Store.DSN = r(a.Store.DSN)
+	}
+	if a.OIDC != nil {
+		a.OIDC.Issuer = r(a.OIDC.Issuer)
+		a.OIDC.ClientID = r(a.OIDC.ClientID)
+		a.OIDC.ClientSecret = r(a.OIDC.ClientSecret)
+	}
+	if a.Notify != nil {
+		for i := range a.Notify.Webhooks {
+			a.Notify.Webhooks[i].URL = r(a.Notify.Webhooks[i].URL)
+			a.Notify.Webhooks[i].Secret = r(a.Notify.Webhooks[i].Secret)
+		}
+		if s := a.Notify.SMTP; s != nil {
+			s.Host, s.Username, s.Password, s.From = r(s.Host), r(s.Username), r(s.Password), r(s.From)
+		}
+	}
+	for i, p := range a.Policy {
+		a.Policy[i] = r(p)
+	}
+}
+
+func (a *App) applyDefaults() {
+	a.PublicURL = strings.TrimRight(a.PublicURL, "/")
+	if a.Store == nil {
+		a.Store = &StoreConfig{}
+	}
+	if a.Store.Driver == "" {
+		a.Store.Driver = "sqlite"
+	}
+	if a.Store.Driver == "sqlite" && a.Store.DSN == "" {
+		a.Store.DSN = filepath.Join("data", "gatehouse.db")
+	}
+	if a.Secret == "" && a.SecretFile == "" && a.Store.Driver == "sqlite" {
+		a.SecretFile = filepath.Join(filepath.Dir(a.Store.DSN), "gatehouse.key")
+	}
+	if a.APIPrefix == "" {
+		a.APIPrefix = "/api"
+	}
+	if a.PagesPrefix == "" {
+		a.PagesPrefix = "/gatehouse"
+	}
+	if a.OIDC != nil && len(a.OIDC.Scopes) == 0 {
+		a.OIDC.Scopes = []string{"openid", "email", "profile"}
+	}
+	if a.SigningAlgorithm == "" {
+		a.SigningAlgorithm = "ES256"
+	}
+}
+
+// Validate rejects configuration Gatehouse cannot run with, naming the directive.
+func (a *App) Validate() error {
+	u, err := url.Parse(a.PublicURL)
+	switch {
+	case a.PublicURL == "":
+		return errors.New("gatehouse: public_url is required")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Errorf("gatehouse: public_url %q must be an absolute http(s) URL", a.PublicURL)
+	case u.Path != "" && u.Path != "/":
+		return fmt.Errorf("gatehouse: public_url %q must not have a path", a.PublicURL)
+	}
+	switch a.Store.Driver {
+	case "sqlite":
+	default:
+		return fmt.Errorf("gatehouse: store: unknown driver %q (supported: sqlite)", a.Store.Driver)
+	}
+	if a.Redis != "" {
+		return errors.New("gatehouse: redis: not supported by this version yet; remove the directive")
+	}
+	if a.DevIdP == nil {
+		if a.OIDC == nil {
+			return errors.New("gatehouse: oidc is required (or dev_idp for trying Gatehouse out)")
+		}
+		if a.OIDC.Issuer == "" {
+			return errors.New("gatehouse: oidc: issuer is required")
+		}
+		if a.OIDC.ClientID == "" {
+			return errors.New("gatehouse: oidc: client_id is required")
+		}
+	} else if len(a.DevIdP.Users) == 0 {
+		return errors.New("gatehouse: dev_idp: at least one user is required")
+	}
+	for _, p := range []struct{ name, v string }{{"api_prefix", a.APIPrefix}, {"pages_prefix", a.PagesPrefix}} {
+		if !strings.HasPrefix(p.v, "/") || strings.HasSuffix(p.v, "/") || strings.Contains(p.v, "//") {
+			return fmt.Errorf("gatehouse: %s %q must start with / and not end with /", p.name, p.v)
+		}
+	}
+	if a.APIPrefix == a.PagesPrefix {
+		return errors.New("gatehouse: api_prefix and pages_prefix must differ")
+	}
+	switch a.SigningAlgorithm {
+	case "ES256", "EdDSA", "RS256":
+	default:
+		return fmt.Errorf("gatehouse: signing_algorithm %q: use ES256, EdDSA or RS256", a.SigningAlgorithm)
+	}
+	if a.Secret != "" && len(a.Secret) < 32 {
+		return errors.New("gatehouse: secret must be at least 32 characters")
+	}
+	if a.Notify != nil {
+		for _, w := range a.Notify.Webhooks {
+			if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+				return fmt.Errorf("gatehouse: notify: webhook %q must be an http(s) URL", w.URL)
+			}
+			if w.Secret == "" {
+				return fmt.Errorf("gatehouse: notify: webhook %q needs a secret", w.URL)
+			}
+		}
+		if s := a.Notify.SMTP; s != nil && (s.Host == "" || s.From == "") {
+			return errors.New("gatehouse: notify: smtp needs host and from")
+		}
+	}
+	return nil
+}
+
+func (a *App) runtimeOptions() core.Options {
+	o := core.Options{
+		PublicURL:          a.PublicURL,
+		APIPrefix:          a.APIPrefix,
+		PagesPrefix:        a.PagesPrefix,
+		StorePath:          a.Store.DSN,
+		Secret:             a.Secret,
+		SecretFile:         a.SecretFile,
+		BootstrapAdmins:    a.BootstrapAdmins,
+		PolicyPaths:        a.Policy,
+		SessionLifetime:    time.Duration(a.SessionLifetime),
+		SessionIdleTimeout: time.Duration(a.SessionIdleTimeout),
+		SigningAlgorithm:   a.SigningAlgorithm,
+		Logger:             a.logger,
+	}
+	if a.DevIdP != nil {
+		cfg := &devidp.Config{}
+		for _, u := range a.DevIdP.Users {
+			cfg.Users = append(cfg.Users, devidp.User{Email: u.Email, Name: u.Name})
+		}
+		o.DevIdP = cfg
+	} else {
+		o.OIDC = identity.RPConfig{
+			Issuer:       a.OIDC.Issuer,
+			ClientID:     a.OIDC.ClientID,
+			ClientSecret: a.OIDC.ClientSecret,
+			Scopes:       a.OIDC.Scopes,
+		}
+	}
+	if a.Notify != nil {
+		for _, w := range a.Notify.Webhooks {
+			o.Notify.Webhooks = append(o.Notify.Webhooks, notify.WebhookConfig{URL: w.URL, Secret: w.Secret})
+		}
+		if s := a.Notify.SMTP; s != nil {
+			o.Notify.SMTP = &notify.SMTPConfig{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password, From: s.From, TLS: s.TLS}
+		}
+	}
+	return o
+}
+
+// Start runs the background workers (notification delivery, session sweeping).
+func (a *App) Start() error {
+	a.rt.Start()
+	return nil
+}
+
+// Stop ends the background workers.
+func (a *App) Stop() error {
+	a.rt.Stop()
+	return nil
+}
+
+// Cleanup releases what Provision opened.
+func (a *App) Cleanup() error {
+	if a.rt == nil {
+		return nil
+	}
+	return a.rt.Close()
+}
+
+// Runtime is the shared state the handlers use.
+func (a *App) Runtime() *core.Runtime { return a.rt }
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,258 @@
+// Package core assembles Gatehouse's runtime from configuration — store,
+// sessions, OIDC client, signing keys, policy engine, notifier — and offers the
+// operations the guard and the API share: identify a request's subject, ask
+// the policy, record audit events.
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/keys"
+	"github.com/gatehouse/gatehouse/notify"
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+// Options is the validated configuration the runtime is built from.
+type Options struct {
+	PublicURL          string
+	APIPrefix          string
+	PagesPrefix        string
+	StorePath          string
+	Secret             string
+	SecretFile         string
+	OIDC               identity.RPConfig // Issuer, ClientID, ClientSecret, Scopes
+	DevIdP             *devidp.Config    // Users; the rest is derived
+	BootstrapAdmins    []string
+	PolicyPaths        []string
+	SessionLifetime    time.Duration
+	SessionIdleTimeout time.Duration
+	SigningAlgorithm   string
+	Notify             notify.Config // Webhooks, SMTP
+	Logger             *zap.Logger
+}
+
+// Runtime is the shared state of one loaded configuration.
+type Runtime struct {
+	PublicURL   *url.URL
+	Secure      bool // cookies get Secure and the __Host- prefix
+	APIPrefix   string
+	PagesPrefix string
+
+	Store       store.Store
+	Sessions    *identity.Sessions
+	RP          *identity.RP
+	DevIdP      *devidp.Provider
+	LoginSealer *keys.Sealer
+	Keys        *keys.Ring
+	Policy      *policy.Engine
+	Notify      notify.Config
+	Logger      *zap.Logger
+
+	bootstrapAdmins map[string]bool
+	notifier        *notify.Worker
+	assertions      assertionCache
+
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// Open builds the runtime. Nothing here needs the identity provider to be up.
+func Open(ctx context.Context, o Options) (*Runtime, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	pub, err := url.Parse(o.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("public_url: %w", err)
+	}
+	rt := &Runtime{
+		PublicURL:       pub,
+		Secure:          pub.Scheme == "https",
+		APIPrefix:       o.APIPrefix,
+		PagesPrefix:     o.PagesPrefix,
+		Logger:          o.Logger,
+		bootstrapAdmins: map[string]bool{},
+	}
+	for _, e := range o.BootstrapAdmins {
+		rt.bootstrapAdmins[strings.ToLower(e)] = true
+	}
+
+	rt.Store, err = store.OpenSQLite(ctx, o.StorePath)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			rt.Store.Close()
+		}
+	}()
+
+	secret, err := loadSecret(o, rt.Logger)
+	if err != nil {
+		return nil, err
+	}
+	rt.LoginSealer = secret.Sealer("login-state")
+	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer("signing-keys"), keys.RingConfig{Algorithm: o.SigningAlgorithm}, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+
+	rt.Policy, err = policy.New(ctx, policy.Options{Paths: o.PolicyPaths})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+
+	rt.Sessions = identity.NewSessions(rt.Store, identity.SessionConfig{
+		Lifetime:    o.SessionLifetime,
+		IdleTimeout: o.SessionIdleTimeout,
+		Secure:      rt.Secure,
+	}, time.Now)
+
+	rpCfg := o.OIDC
+	rpCfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
+	rpCfg.Logger = rt.Logger.Named("oidc")
+	if o.DevIdP != nil {
+		if err := rt.setUpDevIdP(o, &rpCfg); err != nil {
+			return nil, err
+		}
+	}
+	rt.RP = identity.NewRP(rpCfg)
+
+	rt.Notify = o.Notify
+	rt.Notify.PublicURL = o.PublicURL
+	rt.Notify.RequestAccessPath = o.PagesPrefix + "/request-access"
+	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"))
+
+	ok = true
+	return rt, nil
+}
+
+func loadSecret(o Options, logger *zap.Logger) (*keys.Secret, error) {
+	if o.Secret != "" {
+		s, err := keys.SecretFromString(o.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("secret: %w", err)
+		}
+		return s, nil
+	}
+	if o.SecretFile == "" {
+		return nil, errors.New("secret: set secret or secret_file")
+	}
+	s, created, err := keys.LoadOrCreateSecretFile(o.SecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("secret_file: %w", err)
+	}
+	if created {
+		logger.Warn("generated a new master secret; keep this file private and back it up, or set `secret {env.GATEHOUSE_SECRET}`",
+			zap.String("path", o.SecretFile))
+	}
+	return s, nil
+}
+
+// setUpDevIdP starts the development provider and points the relying party
+// at it in-process, so sign-in works whatever public_url resolves to here.
+func (rt *Runtime) setUpDevIdP(o Options, rpCfg *identity.RPConfig) error {
+	clientSecret := make([]byte, 24)
+	if _, err := rand.Read(clientSecret); err != nil {
+		return err
+	}
+	cfg := *o.DevIdP
+	cfg.Issuer = o.PublicURL + "/dev-idp"
+	cfg.Logger = rt.Logger.Named("dev_idp")
+	cfg.Clients = []devidp.Client{{
+		ID:                     "gatehouse",
+		Secret:                 base64.RawURLEncoding.EncodeToString(clientSecret),
+		RedirectURIs:           []string{rpCfg.RedirectURL},
+		PostLogoutRedirectURIs: []string{o.PublicURL + "/"},
+	}}
+	p, err := devidp.New(cfg) // logs the loud development-only warning at every start
+	if err != nil {
+		return fmt.Errorf("dev_idp: %w", err)
+	}
+	rt.DevIdP = p
+	rpCfg.Issuer = cfg.Issuer
+	rpCfg.ClientID = cfg.Clients[0].ID
+	rpCfg.ClientSecret = cfg.Clients[0].Secret
+	rpCfg.Scopes = []string{"openid", "email", "profile"}
+	rpCfg.HTTPClient = &http.Client{Transport: handlerTransport{p}, Timeout: 10 * time.Second}
+	return nil
+}
+
+// handlerTransport answers HTTP requests with an in-process handler.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
+}
+
+// IsBootstrapAdmin reports whether email was configured as bootstrap_admin.
+func (rt *Runtime) IsBootstrapAdmin(email string) bool {
+	return email != "" && rt.bootstrapAdmins[strings.ToLower(email)]
+}
+
+// Start runs the background workers until Stop.
+func (rt *Runtime) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.stop = cancel
+	rt.wg.Add(2)
+	go func() {
+		defer rt.wg.Done()
+		rt.notifier.Run(ctx)
+	}()
+	go func() {
+		defer rt.wg.Done()
+		rt.sweepSessions(ctx)
+	}()
+}
+
+// Stop ends the background workers and waits for them.
+func (rt *Runtime) Stop() {
+	if rt.stop != nil {
+		rt.stop()
+	}
+	rt.wg.Wait()
+}
+
+// Close releases the store.
+func (rt *Runtime) Close() error {
+	rt.Stop()
+	return rt.Store.Close()
+}
+
+// WakeNotifier asks for prompt delivery of freshly enqueued notifications.
+func (rt *Runtime) WakeNotifier() { rt.notifier.Wake() }
+
+func (rt *Runtime) sweepSessions(ctx context.Context) {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := rt.Store.DeleteExpiredSessions(ctx, time.Now()); err != nil {
+				rt.Logger.Warn("sweeping expired sessions", zap.Error(err))
+			} else if n > 0 {
+				rt.Logger.Debug("swept expired sessions", zap.Int("count", n))
+			}
+		}
+	}
+}

@@ -1,0 +1,239 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+var (
+	// ErrNoCredentials means the request carries neither a session cookie nor a bearer token.
+	ErrNoCredentials = errors.New("no credentials")
+	// ErrInvalidCredentials means the credentials are unknown, expired, revoked or malformed.
+	ErrInvalidCredentials = errors.New("invalid credentials")
+	// ErrUnavailable means Gatehouse could not decide (store or policy failing): refuse with 503.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// Subject is who a request acts as.
+type Subject struct {
+	User    store.User
+	Auth    string // "session" or "token"
+	Session *store.Session
+}
+
+// Identify finds the request's subject. A failing store is ErrUnavailable,
+// never an anonymous request.
+func (rt *Runtime) Identify(r *http.Request) (*Subject, error) {
+	ctx := r.Context()
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		// API tokens are not issued yet; any Authorization header is refused
+		// rather than ignored so the guard fails closed.
+		return nil, fmt.Errorf("%w: unsupported authorization", ErrInvalidCredentials)
+	}
+	sess, err := rt.Sessions.Lookup(ctx, r)
+	switch {
+	case errors.Is(err, identity.ErrNoSession):
+		return nil, ErrNoCredentials
+	case errors.Is(err, identity.ErrSessionInvalid):
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCredentials, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: session lookup: %v", ErrUnavailable, err)
+	}
+	user, err := rt.Store.GetUser(ctx, sess.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("%w: user of session is gone", ErrInvalidCredentials)
+	case err != nil:
+		return nil, fmt.Errorf("%w: user lookup: %v", ErrUnavailable, err)
+	}
+	user, err = rt.applyGrantExpiry(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return &Subject{User: user, Auth: "session", Session: &sess}, nil
+}
+
+// applyGrantExpiry moves a user whose temporary grant has ended back to pending.
+func (rt *Runtime) applyGrantExpiry(ctx context.Context, u store.User) (store.User, error) {
+	now := time.Now()
+	if u.Status != store.StatusActive || u.AccessExpiresAt == nil || u.AccessExpiresAt.After(now) {
+		return u, nil
+	}
+	updated, err := rt.Store.ExpireAccess(ctx, u.ID, now)
+	if err != nil {
+		return u, fmt.Errorf("%w: expire access: %v", ErrUnavailable, err)
+	}
+	rt.Audit(ctx, nil, AuditEvent{Type: "access.expired", TargetID: u.ID})
+	return updated, nil
+}
+
+// DecisionRequest is what the policy is asked about.
+type DecisionRequest struct {
+	Subject  *Subject
+	APIRoute string // "" for backend requests
+	Target   *policy.Target
+	Change   *policy.Change
+	Model    *string
+}
+
+// Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
+func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
+	in := &policy.Input{
+		Request: policy.Request{
+			Method:  r.Method,
+			Path:    r.URL.Path,
+			Host:    r.Host,
+			Query:   r.URL.RawQuery,
+			Headers: lowerHeaders(r.Header),
+		},
+		Target: d.Target,
+		Change: d.Change,
+		Model:  d.Model,
+		NowNS:  time.Now().UnixNano(),
+	}
+	if d.APIRoute != "" {
+		route := d.APIRoute
+		in.APIRoute = &route
+	}
+	if s := d.Subject; s != nil {
+		in.Subject = &policy.Subject{
+			ID:     s.User.ID,
+			Email:  s.User.Email,
+			Name:   s.User.Name,
+			Role:   s.User.Role,
+			Status: s.User.Status,
+			Auth:   s.Auth,
+		}
+	}
+	dec, err := rt.Policy.Decide(r.Context(), in)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+	}
+	return dec, nil
+}
+
+func lowerHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if strings.EqualFold(k, "Cookie") || strings.EqualFold(k, "Authorization") {
+			continue // credentials never reach the policy input
+		}
+		out[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	return out
+}
+
+// AuditEvent is an event to record; time, IP and user agent are filled in.
+type AuditEvent struct {
+	Type     string
+	ActorID  string
+	TargetID string
+	Detail   map[string]any
+}
+
+// StoreEvent completes e with the request's client IP and user agent.
+func (rt *Runtime) StoreEvent(r *http.Request, e AuditEvent) store.AuditEvent {
+	ev := store.AuditEvent{
+		Time:     time.Now().UTC(),
+		Type:     e.Type,
+		ActorID:  e.ActorID,
+		TargetID: e.TargetID,
+		Detail:   e.Detail,
+	}
+	if r != nil {
+		ev.IP = ClientIP(r)
+		ev.UserAgent = r.UserAgent()
+	}
+	return ev
+}
+
+// Audit records a security event in the store and the log. A failure to store
+// is logged, not returned: the event already happened.
+func (rt *Runtime) Audit(ctx context.Context, r *http.Request, e AuditEvent) {
+	ev := rt.StoreEvent(r, e)
+	rt.LogEvent(ev)
+	if err := rt.Store.AppendAudit(ctx, ev); err != nil {
+		rt.Logger.Error("storing audit event", zap.String("type", ev.Type), zap.Error(err))
+	}
+}
+
+// LogEvent writes an audit event to Caddy's log.
+func (rt *Runtime) LogEvent(ev store.AuditEvent) {
+	if ce := rt.Logger.Check(zap.InfoLevel, "audit"); ce != nil {
+		ce.Write(zap.String("event", ev.Type), zap.String("actor", ev.ActorID), zap.String("target", ev.TargetID),
+			zap.String("ip", ev.IP), zap.String("user_agent", ev.UserAgent), zap.Any("detail", ev.Detail))
+	}
+}
+
+// ClientIP is Caddy's view of the client address (honouring trusted proxies).
+func ClientIP(r *http.Request) string {
+	if v, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && v != "" {
+		return v
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Assertion returns the X-Gatehouse-Assertion for the subject, reusing one
+// that still has at least half its life so the hot path rarely signs.
+func (rt *Runtime) Assertion(s *Subject) (string, error) {
+	key := s.User.ID + "\x00" + s.User.Role + "\x00" + s.User.Email + "\x00" + rt.Keys.CurrentKID()
+	now := time.Now()
+	if tok, ok := rt.assertions.get(key, now); ok {
+		return tok, nil
+	}
+	tok, err := rt.Keys.Assertion(rt.PublicURL.String(), rt.PublicURL.String(), s.User.ID, s.User.Email, s.User.Role, AssertionTTL)
+	if err != nil {
+		return "", fmt.Errorf("%w: sign assertion: %v", ErrUnavailable, err)
+	}
+	rt.assertions.put(key, tok, now.Add(AssertionTTL/2))
+	return tok, nil
+}
+
+// AssertionTTL is the life of an upstream assertion.
+const AssertionTTL = 60 * time.Second
+
+type assertionCache struct {
+	mu sync.Mutex
+	m  map[string]cachedAssertion
+}
+
+type cachedAssertion struct {
+	token    string
+	reuseTil time.Time
+}
+
+func (c *assertionCache) get(key string, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.m[key]
+	if !ok || !now.Before(a.reuseTil) {
+		return "", false
+	}
+	return a.token, true
+}
+
+func (c *assertionCache) put(key, token string, reuseTil time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) > 10000 {
+		c.m = make(map[string]cachedAssertion) // bounded: start over rather than grow
+	}
+	c.m[key] = cachedAssertion{token: token, reuseTil: reuseTil}
+}

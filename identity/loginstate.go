@@ -1,0 +1,135 @@
+package identity
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Login-state errors. The callback answers all of them by starting over.
+var (
+	ErrLoginStateMissing  = errors.New("login state cookie missing")
+	ErrLoginStateInvalid  = errors.New("login state cookie invalid")
+	ErrLoginStateExpired  = errors.New("login state expired")
+	ErrLoginStateMismatch = errors.New("state parameter does not match the login")
+)
+
+// Sealer encrypts and authenticates; the keys package implements it with
+// AES-GCM under the master secret.
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
+// LoginCookieName is the login-state cookie's name; the __Host- prefix makes
+// browsers refuse it unless Secure, host-only and Path=/.
+func LoginCookieName(secure bool) string {
+	if secure {
+		return "__Host-gatehouse_login"
+	}
+	return "gatehouse_login"
+}
+
+// sealedLoginState is the cookie's plaintext; the field names are short
+// because the whole cookie must fit comfortably in a header.
+type sealedLoginState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Redirect string `json:"r"`
+	Expires  int64  `json:"e"` // Unix seconds
+}
+
+// SealLoginState returns the cookie that carries ls to the callback. It is
+// sealed so the browser can neither read the PKCE verifier nor change the
+// redirect; the cookie name is the associated data, so a value sealed for
+// another purpose under the same key is refused.
+func SealLoginState(s Sealer, ls LoginState, secure bool) (*http.Cookie, error) {
+	plaintext, err := json.Marshal(sealedLoginState{
+		State:    ls.State,
+		Nonce:    ls.Nonce,
+		Verifier: ls.Verifier,
+		Redirect: ls.Redirect,
+		Expires:  ls.Expires.Unix(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode login state: %w", err)
+	}
+	name := LoginCookieName(secure)
+	sealed, err := s.Seal(plaintext, []byte(name))
+	if err != nil {
+		return nil, fmt.Errorf("seal login state: %w", err)
+	}
+	return &http.Cookie{
+		Name:     name,
+		Value:    base64.RawURLEncoding.EncodeToString(sealed),
+		Path:     "/",
+		MaxAge:   int(loginStateLifetime / time.Second),
+		Secure:   secure,
+		HttpOnly: true,
+		// Lax, not Strict: the IdP's redirect back is a cross-site top-level
+		// navigation, which must still carry this cookie.
+		SameSite: http.SameSiteLaxMode,
+	}, nil
+}
+
+// OpenLoginState reads the login-state cookie from r. Errors wrap
+// ErrLoginStateMissing, ErrLoginStateInvalid (tampered, malformed, sealed
+// under another key) or ErrLoginStateExpired.
+func OpenLoginState(s Sealer, r *http.Request, secure bool, now time.Time) (LoginState, error) {
+	name := LoginCookieName(secure)
+	c, err := r.Cookie(name)
+	if err != nil || c.Value == "" {
+		return LoginState{}, ErrLoginStateMissing
+	}
+	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
+	if err != nil {
+		return LoginState{}, fmt.Errorf("%w: not base64url", ErrLoginStateInvalid)
+	}
+	plaintext, err := s.Open(sealed, []byte(name))
+	if err != nil {
+		return LoginState{}, fmt.Errorf("%w: %w", ErrLoginStateInvalid, err)
+	}
+	var sls sealedLoginState
+	if err := json.Unmarshal(plaintext, &sls); err != nil {
+		return LoginState{}, fmt.Errorf("%w: decode: %w", ErrLoginStateInvalid, err)
+	}
+	ls := LoginState{
+		State:    sls.State,
+		Nonce:    sls.Nonce,
+		Verifier: sls.Verifier,
+		Redirect: sls.Redirect,
+		Expires:  time.Unix(sls.Expires, 0).UTC(),
+	}
+	// The cookie's Max-Age is only a request to the browser; the sealed expiry
+	// is what actually bounds a login.
+	if !now.Before(ls.Expires) {
+		return LoginState{}, ErrLoginStateExpired
+	}
+	return ls, nil
+}
+
+// ClearLoginCookie deletes the login-state cookie, once the callback used it.
+func ClearLoginCookie(secure bool) *http.Cookie {
+	return &http.Cookie{
+		Name:     LoginCookieName(secure),
+		Path:     "/",
+		MaxAge:   -1,
+		Secure:   secure,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// CheckState compares the callback's state parameter with the one the login
+// began with, in constant time.
+func CheckState(ls LoginState, state string) error {
+	if ls.State == "" || subtle.ConstantTimeCompare([]byte(ls.State), []byte(state)) != 1 {
+		return ErrLoginStateMismatch
+	}
+	return nil
+}

@@ -1,0 +1,443 @@
+// Package identity is Gatehouse's browser identity layer: the OpenID Connect
+// relying party that signs people in at the configured IdP, the sealed cookie
+// that carries a login between /api/auth/login and /api/auth/callback, and the
+// server-side sessions that follow a successful sign-in.
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+var (
+	// ErrProviderUnavailable means the IdP could not be reached or answered
+	// unusably (discovery, token endpoint, userinfo). Callers answer 503.
+	ErrProviderUnavailable = errors.New("identity provider unavailable")
+	// ErrLoginRejected means the sign-in itself is not acceptable: the IdP
+	// refused the code or verifier, or the ID token failed verification
+	// (signature, iss, aud, exp, nonce). Callers send the person back to log in.
+	ErrLoginRejected = errors.New("login rejected")
+)
+
+const (
+	// discoveryRetryInterval keeps a down IdP from being hammered by every
+	// request that needs it: failures are remembered this long.
+	discoveryRetryInterval = 5 * time.Second
+	// discoveryTimeout bounds one discovery attempt when the configured client
+	// has no timeout of its own, so waiters are never stuck behind it.
+	discoveryTimeout   = 10 * time.Second
+	loginStateLifetime = 10 * time.Minute
+)
+
+// RPConfig configures the relying party.
+type RPConfig struct {
+	Issuer, ClientID, ClientSecret, RedirectURL string
+	// Scopes requested at the IdP; default "openid email profile".
+	Scopes []string
+	// HTTPClient is used for discovery, JWKS, the token and userinfo
+	// endpoints; nil means a client with a 10 s timeout.
+	HTTPClient *http.Client
+	Logger     *zap.Logger
+}
+
+// RP is an OpenID Connect relying party using the authorization-code flow
+// with PKCE. It is safe for concurrent use.
+type RP struct {
+	cfg    RPConfig
+	client *http.Client
+	log    *zap.Logger
+	now    func() time.Time
+
+	// found is set once discovery has succeeded and never changes after.
+	found atomic.Pointer[discovered]
+
+	mu          sync.Mutex
+	inflight    chan struct{} // closed when the running discovery attempt ends
+	lastAttempt time.Time
+	lastErr     error
+}
+
+// discovered is everything learnt from the IdP's discovery document.
+type discovered struct {
+	provider   *oidc.Provider
+	verifier   *oidc.IDTokenVerifier
+	oauth      oauth2.Config
+	endSession string
+}
+
+// NewRP returns a relying party. It does no network I/O, so an IdP that is
+// down while Gatehouse starts does not stop it from starting; discovery happens
+// on first use.
+func NewRP(cfg RPConfig) *RP {
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = []string{oidc.ScopeOpenID, "email", "profile"}
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &RP{cfg: cfg, client: client, log: log, now: time.Now}
+}
+
+// Ready performs discovery, or reuses a successful one, and reports whether
+// the IdP can be used.
+func (rp *RP) Ready(ctx context.Context) error {
+	_, err := rp.discover(ctx)
+	return err
+}
+
+// discover returns the discovery result, running at most one attempt at a
+// time and at most one every discoveryRetryInterval; concurrent callers wait
+// for the running attempt instead of starting their own.
+func (rp *RP) discover(ctx context.Context) (*discovered, error) {
+	if d := rp.found.Load(); d != nil {
+		return d, nil
+	}
+	for {
+		rp.mu.Lock()
+		if d := rp.found.Load(); d != nil {
+			rp.mu.Unlock()
+			return d, nil
+		}
+		if wait := rp.inflight; wait != nil {
+			rp.mu.Unlock()
+			select {
+			case <-wait:
+				rp.mu.Lock()
+				err := rp.lastErr
+				rp.mu.Unlock()
+				if d := rp.found.Load(); d != nil {
+					return d, nil
+				}
+				return nil, err
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrProviderUnavailable, ctx.Err())
+			}
+		}
+		if rp.lastErr != nil && rp.now().Sub(rp.lastAttempt) < discoveryRetryInterval {
+			err := rp.lastErr
+			rp.mu.Unlock()
+			return nil, err
+		}
+		done := make(chan struct{})
+		rp.inflight = done
+		rp.lastAttempt = rp.now()
+		rp.mu.Unlock()
+
+		// The attempt runs detached from the caller that happened to start it,
+		// so one impatient request cannot fail discovery for everyone waiting.
+		go rp.attemptDiscovery(context.WithoutCancel(ctx), done)
+	}
+}
+
+func (rp *RP) attemptDiscovery(ctx context.Context, done chan struct{}) {
+	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+	defer cancel()
+	d, err := rp.newDiscovered(ctx)
+
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if err != nil {
+		rp.lastErr = fmt.Errorf("%w: discovery at %s: %w", ErrProviderUnavailable, rp.cfg.Issuer, err)
+		rp.log.Warn("OpenID provider discovery failed; retrying on demand",
+			zap.String("issuer", rp.cfg.Issuer), zap.Error(err))
+	} else {
+		rp.lastErr = nil
+		rp.found.Store(d)
+		rp.log.Info("OpenID provider discovered", zap.String("issuer", rp.cfg.Issuer))
+	}
+	rp.inflight = nil
+	close(done)
+}
+
+func (rp *RP) newDiscovered(ctx context.Context) (*discovered, error) {
+	// The client in the context is kept by the provider for JWKS fetches too.
+	provider, err := oidc.NewProvider(oidc.ClientContext(ctx, rp.client), rp.cfg.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	var meta struct {
+		EndSessionEndpoint string `json:"end_session_endpoint"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("read discovery metadata: %w", err)
+	}
+	return &discovered{
+		provider: provider,
+		verifier: provider.Verifier(&oidc.Config{ClientID: rp.cfg.ClientID}),
+		oauth: oauth2.Config{
+			ClientID:     rp.cfg.ClientID,
+			ClientSecret: rp.cfg.ClientSecret,
+			RedirectURL:  rp.cfg.RedirectURL,
+			Endpoint:     provider.Endpoint(),
+			Scopes:       rp.cfg.Scopes,
+		},
+		endSession: meta.EndSessionEndpoint,
+	}, nil
+}
+
+// LoginState is what the callback needs to finish a login begun by Begin.
+type LoginState struct {
+	State    string
+	Nonce    string
+	Verifier string // PKCE code verifier
+	Redirect string // local path to send the person to afterwards
+	Expires  time.Time
+}
+
+// Begin starts a login: it returns the IdP's authorization URL and the state
+// to keep (sealed) until the callback. redirect is made safe with SafeRedirect.
+func (rp *RP) Begin(ctx context.Context, redirect string) (string, LoginState, error) {
+	d, err := rp.discover(ctx)
+	if err != nil {
+		return "", LoginState{}, err
+	}
+	ls := LoginState{
+		State:    randomToken(),
+		Nonce:    randomToken(),
+		Verifier: oauth2.GenerateVerifier(),
+		Redirect: SafeRedirect(redirect),
+		Expires:  rp.now().Add(loginStateLifetime).Truncate(time.Second).UTC(), // the cookie keeps whole seconds
+	}
+	authURL := d.oauth.AuthCodeURL(ls.State, oidc.Nonce(ls.Nonce), oauth2.S256ChallengeOption(ls.Verifier))
+	return authURL, ls, nil
+}
+
+// Claims is the verified identity of a person who signed in.
+type Claims struct {
+	Issuer, Subject string
+	// Email is set only when the IdP says it is verified.
+	Email         string
+	EmailVerified bool
+	Name          string
+	RawIDToken    string
+}
+
+// profileClaims are the standard claims Gatehouse reads from the ID token
+// and, when they are missing there, from the userinfo endpoint.
+type profileClaims struct {
+	Subject           string       `json:"sub"`
+	Email             string       `json:"email"`
+	EmailVerified     flexibleBool `json:"email_verified"`
+	Name              string       `json:"name"`
+	PreferredUsername string       `json:"preferred_username"`
+}
+
+// complete reports whether nothing Gatehouse uses is missing.
+func (p profileClaims) complete() bool {
+	return p.Email != "" && (strings.TrimSpace(p.Name) != "" || p.PreferredUsername != "")
+}
+
+// Finish completes a login at the callback: it exchanges code with the PKCE
+// verifier, verifies the ID token (signature, iss, aud, exp via go-oidc) and
+// its nonce, and returns the person's claims. Errors wrap ErrLoginRejected or
+// ErrProviderUnavailable.
+func (rp *RP) Finish(ctx context.Context, ls LoginState, code string) (Claims, error) {
+	d, err := rp.discover(ctx)
+	if err != nil {
+		return Claims{}, err
+	}
+	ctx = oidc.ClientContext(ctx, rp.client)
+
+	token, err := d.oauth.Exchange(ctx, code, oauth2.VerifierOption(ls.Verifier))
+	if err != nil {
+		if _, refused := errors.AsType[*oauth2.RetrieveError](err); refused {
+			return Claims{}, fmt.Errorf("%w: code exchange: %w", ErrLoginRejected, err)
+		}
+		return Claims{}, fmt.Errorf("%w: code exchange: %w", ErrProviderUnavailable, err)
+	}
+	rawIDToken, ok := token.Extra("id_token").(string)
+	if !ok || rawIDToken == "" {
+		return Claims{}, fmt.Errorf("%w: token response has no id_token", ErrLoginRejected)
+	}
+	idToken, err := d.verifier.Verify(ctx, rawIDToken)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: verify ID token: %w", ErrLoginRejected, err)
+	}
+	if ls.Nonce == "" || subtle.ConstantTimeCompare([]byte(idToken.Nonce), []byte(ls.Nonce)) != 1 {
+		return Claims{}, fmt.Errorf("%w: ID token nonce does not match the login", ErrLoginRejected)
+	}
+	if idToken.AccessTokenHash != "" {
+		if err := idToken.VerifyAccessToken(token.AccessToken); err != nil {
+			return Claims{}, fmt.Errorf("%w: verify at_hash: %w", ErrLoginRejected, err)
+		}
+	}
+
+	var pc profileClaims
+	if err := idToken.Claims(&pc); err != nil {
+		return Claims{}, fmt.Errorf("%w: decode ID token claims: %w", ErrLoginRejected, err)
+	}
+	// Many IdPs put profile and email claims only in userinfo once an access
+	// token is issued (OIDC Core 5.4), so fill the gaps from there.
+	if !pc.complete() && d.provider.UserInfoEndpoint() != "" && token.AccessToken != "" {
+		if err := rp.fillFromUserInfo(ctx, d, token, idToken.Subject, &pc); err != nil {
+			return Claims{}, err
+		}
+	}
+
+	claims := pc.claims()
+	claims.Issuer, claims.Subject, claims.RawIDToken = idToken.Issuer, idToken.Subject, rawIDToken
+	return claims, nil
+}
+
+// claims applies Gatehouse's rules to the IdP's claims: the email only when
+// verified, and a display name falling back to preferred_username, then the
+// verified email. An unverified address is not used as a name either: it
+// would show reviewers an identity nobody has confirmed.
+func (pc profileClaims) claims() Claims {
+	c := Claims{EmailVerified: bool(pc.EmailVerified)}
+	if c.EmailVerified {
+		c.Email = pc.Email
+	}
+	switch {
+	case strings.TrimSpace(pc.Name) != "":
+		c.Name = strings.TrimSpace(pc.Name)
+	case pc.PreferredUsername != "":
+		c.Name = pc.PreferredUsername
+	default:
+		c.Name = c.Email
+	}
+	return c
+}
+
+func (rp *RP) fillFromUserInfo(ctx context.Context, d *discovered, token *oauth2.Token, subject string, pc *profileClaims) error {
+	info, err := d.provider.UserInfo(ctx, oauth2.StaticTokenSource(token))
+	if err != nil {
+		return fmt.Errorf("%w: userinfo: %w", ErrProviderUnavailable, err)
+	}
+	var fromInfo profileClaims
+	if err := info.Claims(&fromInfo); err != nil {
+		return fmt.Errorf("%w: decode userinfo: %w", ErrProviderUnavailable, err)
+	}
+	// OIDC Core 5.3.2: userinfo about someone else must not be used.
+	if fromInfo.Subject != subject {
+		return fmt.Errorf("%w: userinfo subject does not match the ID token", ErrLoginRejected)
+	}
+	if pc.Email == "" {
+		pc.Email, pc.EmailVerified = fromInfo.Email, fromInfo.EmailVerified
+	}
+	if strings.TrimSpace(pc.Name) == "" {
+		pc.Name = fromInfo.Name
+	}
+	if pc.PreferredUsername == "" {
+		pc.PreferredUsername = fromInfo.PreferredUsername
+	}
+	return nil
+}
+
+// EndSessionURL returns the IdP's RP-initiated logout URL, or "" when the IdP
+// does not offer one or cannot be discovered.
+func (rp *RP) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirect string) string {
+	d, err := rp.discover(ctx)
+	if err != nil || d.endSession == "" {
+		return ""
+	}
+	u, err := url.Parse(d.endSession)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", rp.cfg.ClientID)
+	if idTokenHint != "" {
+		q.Set("id_token_hint", idTokenHint)
+	}
+	if postLogoutRedirect != "" {
+		q.Set("post_logout_redirect_uri", postLogoutRedirect)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// SafeRedirect returns rd when it is a path on this site, else "/". It guards
+// the login's rd parameter against open redirects: rd must start with exactly
+// one "/" (not "//" or "/\", which browsers read as another host), have no
+// scheme or host, and hold no control characters or backslashes. These checks
+// also apply to rd percent-decoded (repeatedly), so "/%2F%2Fevil.example" is
+// refused: it is harmless as a Location header itself, but a backend that
+// decodes the path and redirects again would turn it into "//evil.example".
+func SafeRedirect(rd string) string {
+	for s, round := rd, 0; ; round++ {
+		if !isLocalPath(s) {
+			return "/"
+		}
+		next, err := url.PathUnescape(s)
+		if err != nil {
+			return "/"
+		}
+		if next == s {
+			break
+		}
+		if round == 3 {
+			return "/" // encoded deeper than any real link would be
+		}
+		s = next
+	}
+	u, err := url.Parse(rd)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	return rd
+}
+
+func isLocalPath(p string) bool {
+	if len(p) == 0 || p[0] != '/' {
+		return false
+	}
+	if len(p) > 1 && (p[1] == '/' || p[1] == '\\') {
+		return false
+	}
+	for _, r := range p {
+		// Browsers drop tabs and newlines from URLs, so "/\t/evil" is "//evil".
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\\' || r == '\u2028' || r == '\u2029' {
+			return false
+		}
+	}
+	return true
+}
+
+// randomToken returns 32 random bytes, base64url without padding.
+func randomToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// flexibleBool reads a JSON boolean that some IdPs send as a string ("true").
+type flexibleBool bool
+
+func (b *flexibleBool) UnmarshalJSON(data []byte) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case bool:
+		*b = flexibleBool(v)
+	case string:
+		*b = flexibleBool(strings.EqualFold(v, "true"))
+	case nil:
+		*b = false
+	default:
+		return fmt.Errorf("email_verified: unexpected JSON %s", data)
+	}
+	return nil
+}

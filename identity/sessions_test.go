@@ -1,0 +1,454 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/store"
+)
+
+// memSessions is a test double for the store's session methods, following
+// the store contract (ErrNotFound for unknown IDs, atomic rotation). fail,
+// when set, is returned by every call, like a store that is down.
+type memSessions struct {
+	mu       sync.Mutex
+	sessions map[string]store.Session
+	fail     error
+	reads    int
+	touches  int
+}
+
+func newMemSessions() *memSessions {
+	return &memSessions{sessions: map[string]store.Session{}}
+}
+
+func (m *memSessions) CreateSession(_ context.Context, s store.Session) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if _, dup := m.sessions[s.ID]; dup {
+		return store.ErrConflict
+	}
+	m.sessions[s.ID] = s
+	return nil
+}
+
+func (m *memSessions) GetSession(_ context.Context, id string) (store.Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reads++
+	if m.fail != nil {
+		return store.Session{}, m.fail
+	}
+	s, ok := m.sessions[id]
+	if !ok {
+		return store.Session{}, store.ErrNotFound
+	}
+	return s, nil
+}
+
+func (m *memSessions) TouchSession(_ context.Context, id string, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.touches++
+	if m.fail != nil {
+		return m.fail
+	}
+	s, ok := m.sessions[id]
+	if !ok {
+		return store.ErrNotFound
+	}
+	s.LastSeenAt = at
+	m.sessions[id] = s
+	return nil
+}
+
+func (m *memSessions) RotateSession(_ context.Context, oldID string, next store.Session) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	if _, ok := m.sessions[oldID]; !ok {
+		return store.ErrNotFound
+	}
+	delete(m.sessions, oldID)
+	m.sessions[next.ID] = next
+	return nil
+}
+
+func (m *memSessions) DeleteSession(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fail != nil {
+		return m.fail
+	}
+	delete(m.sessions, id)
+	return nil
+}
+
+func (m *memSessions) has(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.sessions[id]
+	return ok
+}
+
+// fakeClock is a settable clock for the code under test.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func requestWithCookie(c *http.Cookie) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if c != nil {
+		r.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	}
+	return r
+}
+
+func newTestSessions(t *testing.T, cfg SessionConfig) (*Sessions, *memSessions, *fakeClock) {
+	t.Helper()
+	st := newMemSessions()
+	clock := newFakeClock()
+	return NewSessions(st, cfg, clock.Now), st, clock
+}
+
+func TestSessionCookieAttributes(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		secure    bool
+		wantName  string
+		wantSet   string
+		wantClear string
+	}{
+		{
+			name:      "https",
+			secure:    true,
+			wantName:  "__Host-gatehouse_session",
+			wantSet:   "; Path=/; Expires=Mon, 02 Mar 2026 12:00:00 GMT; HttpOnly; Secure; SameSite=Lax",
+			wantClear: "__Host-gatehouse_session=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax",
+		},
+		{
+			name:      "plain http",
+			secure:    false,
+			wantName:  "gatehouse_session",
+			wantSet:   "; Path=/; Expires=Mon, 02 Mar 2026 12:00:00 GMT; HttpOnly; SameSite=Lax",
+			wantClear: "gatehouse_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _, clock := newTestSessions(t, SessionConfig{Secure: tc.secure})
+			if got := s.CookieName(); got != tc.wantName {
+				t.Errorf("CookieName() = %q, want %q", got, tc.wantName)
+			}
+			c, sess, err := s.Create(t.Context(), "user-1", "hint")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.wantName + "=" + c.Value + tc.wantSet; c.String() != want {
+				t.Errorf("Set-Cookie = %q\nwant        %q", c.String(), want)
+			}
+			if c.Domain != "" {
+				t.Errorf("Domain = %q, want host-only", c.Domain)
+			}
+			if !sess.ExpiresAt.Equal(clock.Now().Add(24*time.Hour)) || !c.Expires.Equal(sess.ExpiresAt) {
+				t.Errorf("session expires %v, cookie %v; want both %v", sess.ExpiresAt, c.Expires, clock.Now().Add(24*time.Hour))
+			}
+			if got := s.ClearCookie().String(); got != tc.wantClear {
+				t.Errorf("ClearCookie() = %q\nwant          %q", got, tc.wantClear)
+			}
+		})
+	}
+}
+
+func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
+	s, st, clock := newTestSessions(t, SessionConfig{})
+	c, sess, err := s.Create(t.Context(), "user-1", "id-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Value) != 43 {
+		t.Errorf("cookie value has %d characters, want 43 (32 bytes base64url)", len(c.Value))
+	}
+	if want := sessionID(c.Value); sess.ID != want || len(sess.ID) != 64 {
+		t.Errorf("session ID = %q, want hex SHA-256 of the cookie %q", sess.ID, want)
+	}
+	if st.has(c.Value) || !st.has(sess.ID) {
+		t.Error("store must be keyed by the hash, never by the cookie value")
+	}
+	got, err := s.Lookup(t.Context(), requestWithCookie(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Session{ID: sess.ID, UserID: "user-1", CreatedAt: clock.Now(), LastSeenAt: clock.Now(),
+		ExpiresAt: clock.Now().Add(24 * time.Hour), IDTokenHint: "id-token"}
+	if got != want {
+		t.Errorf("Lookup = %+v\nwant     %+v", got, want)
+	}
+	_, other, _ := s.Create(t.Context(), "user-1", "")
+	if other.ID == sess.ID {
+		t.Error("two sessions got the same ID")
+	}
+}
+
+func TestSessionLookupWithoutValidCookie(t *testing.T) {
+	s, st, _ := newTestSessions(t, SessionConfig{})
+	valid, _, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		cookie *http.Cookie
+		want   error
+	}{
+		{"no cookie", nil, ErrNoSession},
+		{"empty value", &http.Cookie{Name: s.CookieName(), Value: ""}, ErrNoSession},
+		{"other cookie only", &http.Cookie{Name: "gatehouse_login", Value: valid.Value}, ErrNoSession},
+		{"too short", &http.Cookie{Name: s.CookieName(), Value: valid.Value[:42]}, ErrSessionInvalid},
+		{"too long", &http.Cookie{Name: s.CookieName(), Value: valid.Value + "A"}, ErrSessionInvalid},
+		{"not base64url", &http.Cookie{Name: s.CookieName(), Value: strings.Repeat("+", 43)}, ErrSessionInvalid},
+		{"padding", &http.Cookie{Name: s.CookieName(), Value: valid.Value[:42] + "="}, ErrSessionInvalid},
+		{"the store ID instead of the value", &http.Cookie{Name: s.CookieName(), Value: sessionID(valid.Value)}, ErrSessionInvalid},
+		{"unknown value", &http.Cookie{Name: s.CookieName(), Value: strings.Repeat("A", 43)}, ErrSessionInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Lookup(t.Context(), requestWithCookie(tc.cookie))
+			if !errors.Is(err, tc.want) {
+				t.Errorf("Lookup error = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if st.reads != 1 {
+		t.Errorf("store read %d times, want 1: only the well-formed unknown value reaches the store", st.reads)
+	}
+}
+
+func TestSessionAbsoluteExpiry(t *testing.T) {
+	s, st, clock := newTestSessions(t, SessionConfig{Lifetime: 3 * time.Hour, IdleTimeout: time.Hour})
+	c, sess, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Staying active never extends the absolute lifetime.
+	for range 5 {
+		clock.Advance(30 * time.Minute)
+		if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
+			t.Fatalf("at %v: %v", clock.Now(), err)
+		}
+	}
+	clock.Advance(29*time.Minute + 59*time.Second)
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
+		t.Fatalf("one second before expiry: %v", err)
+	}
+	clock.Advance(time.Second)
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("at expiry: error = %v, want ErrSessionInvalid", err)
+	}
+	if st.has(sess.ID) {
+		t.Error("expired session still in the store")
+	}
+}
+
+func TestSessionIdleTimeout(t *testing.T) {
+	s, st, clock := newTestSessions(t, SessionConfig{IdleTimeout: 2 * time.Hour})
+	c, sess, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2*time.Hour - time.Second)
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
+		t.Fatalf("just inside the idle timeout: %v", err)
+	}
+	clock.Advance(2*time.Hour - time.Second)
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
+		t.Fatalf("activity must restart the idle timeout: %v", err)
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
+		t.Fatalf("after 2h idle: error = %v, want ErrSessionInvalid", err)
+	}
+	if st.has(sess.ID) {
+		t.Error("idle session still in the store")
+	}
+}
+
+func TestSessionTouchAtMostOnceAMinute(t *testing.T) {
+	s, st, clock := newTestSessions(t, SessionConfig{})
+	c, _, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := clock.Now()
+	steps := []struct {
+		advance      time.Duration
+		wantTouches  int
+		wantLastSeen time.Time
+	}{
+		{0, 0, start},
+		{30 * time.Second, 0, start},
+		{29 * time.Second, 0, start},
+		{time.Second, 1, start.Add(time.Minute)},
+		{59 * time.Second, 1, start.Add(time.Minute)},
+		{time.Second, 2, start.Add(2 * time.Minute)},
+		{10 * time.Minute, 3, start.Add(12 * time.Minute)},
+	}
+	for i, step := range steps {
+		clock.Advance(step.advance)
+		sess, err := s.Lookup(t.Context(), requestWithCookie(c))
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if st.touches != step.wantTouches || !sess.LastSeenAt.Equal(step.wantLastSeen) {
+			t.Errorf("step %d (t+%v): %d touches, LastSeenAt %v; want %d, %v",
+				i, clock.Now().Sub(start), st.touches, sess.LastSeenAt, step.wantTouches, step.wantLastSeen)
+		}
+	}
+}
+
+func TestSessionRotate(t *testing.T) {
+	s, st, clock := newTestSessions(t, SessionConfig{Lifetime: 24 * time.Hour, IdleTimeout: 48 * time.Hour})
+	oldCookie, old, err := s.Create(t.Context(), "user-1", "hint")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(20 * time.Hour)
+	newCookie, next, err := s.Rotate(t.Context(), requestWithCookie(oldCookie))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newCookie.Value == oldCookie.Value || next.ID == old.ID {
+		t.Error("rotation kept the cookie value or ID")
+	}
+	if next.UserID != "user-1" || next.IDTokenHint != "hint" {
+		t.Errorf("rotated session = %+v, want same user and ID token hint", next)
+	}
+	if want := clock.Now().Add(24 * time.Hour); !next.ExpiresAt.Equal(want) || !newCookie.Expires.Equal(want) {
+		t.Errorf("rotated session expires %v (cookie %v), want %v", next.ExpiresAt, newCookie.Expires, want)
+	}
+	if _, err := s.Lookup(t.Context(), requestWithCookie(oldCookie)); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("old cookie after rotation: error = %v, want ErrSessionInvalid", err)
+	}
+	if _, _, err := s.Rotate(t.Context(), requestWithCookie(oldCookie)); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("rotating the old cookie again: error = %v, want ErrSessionInvalid", err)
+	}
+	clock.Advance(23 * time.Hour)
+	if got, err := s.Lookup(t.Context(), requestWithCookie(newCookie)); err != nil || got.ID != next.ID {
+		t.Errorf("new cookie 43h after sign-in: %+v, %v; want the rotated session", got, err)
+	}
+	if len(st.sessions) != 1 {
+		t.Errorf("store holds %d sessions, want 1", len(st.sessions))
+	}
+}
+
+func TestSessionDestroy(t *testing.T) {
+	s, st, _ := newTestSessions(t, SessionConfig{})
+	c, sess, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Destroy(t.Context(), requestWithCookie(c)); err != nil {
+		t.Fatal(err)
+	}
+	if st.has(sess.ID) {
+		t.Error("destroyed session still in the store")
+	}
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("Lookup after Destroy: error = %v, want ErrSessionInvalid", err)
+	}
+	if err := s.Destroy(t.Context(), requestWithCookie(c)); err != nil {
+		t.Errorf("destroying an already destroyed session: %v, want nil", err)
+	}
+	if err := s.Destroy(t.Context(), requestWithCookie(nil)); !errors.Is(err, ErrNoSession) {
+		t.Errorf("Destroy without cookie: %v, want ErrNoSession", err)
+	}
+}
+
+func TestSessionStoreFailureIsNotInvalid(t *testing.T) {
+	outage := errors.New("database is locked")
+	s, st, clock := newTestSessions(t, SessionConfig{})
+	c, _, err := s.Create(t.Context(), "user-1", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(5 * time.Minute) // so Lookup would also touch
+	st.fail = outage
+
+	_, err = s.Lookup(t.Context(), requestWithCookie(c))
+	if !errors.Is(err, outage) || errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrNoSession) {
+		t.Errorf("Lookup with the store down: %v, want the store's error and not ErrSessionInvalid", err)
+	}
+	if _, _, err := s.Rotate(t.Context(), requestWithCookie(c)); !errors.Is(err, outage) || errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("Rotate with the store down: %v, want the store's error", err)
+	}
+	if err := s.Destroy(t.Context(), requestWithCookie(c)); !errors.Is(err, outage) {
+		t.Errorf("Destroy with the store down: %v, want the store's error", err)
+	}
+	if _, _, err := s.Create(t.Context(), "user-1", ""); !errors.Is(err, outage) {
+		t.Errorf("Create with the store down: %v, want the store's error", err)
+	}
+
+	st.fail = nil
+	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
+		t.Errorf("Lookup after the store recovered: %v", err)
+	}
+}
+
+func TestSessionDefaults(t *testing.T) {
+	s := NewSessions(newMemSessions(), SessionConfig{}, nil)
+	if s.cfg.Lifetime != 24*time.Hour || s.cfg.IdleTimeout != 2*time.Hour {
+		t.Errorf("defaults = %v lifetime, %v idle; want 24h, 2h", s.cfg.Lifetime, s.cfg.IdleTimeout)
+	}
+	c, sess, err := s.Create(context.Background(), "u", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Until(sess.ExpiresAt); d < 23*time.Hour || d > 24*time.Hour || c.Expires != sess.ExpiresAt {
+		t.Errorf("with the real clock, session expires in %v, want about 24h", d)
+	}
+}
+
+func BenchmarkLookup(b *testing.B) {
+	st := newMemSessions()
+	clock := newFakeClock()
+	s := NewSessions(st, SessionConfig{}, clock.Now)
+	c, _, err := s.Create(context.Background(), "user-1", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/v1/chat/completions", nil)
+	r.Header.Set("Cookie", "theme=dark; "+c.Name+"="+c.Value+"; other=1")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Lookup(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

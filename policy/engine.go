@@ -1,0 +1,406 @@
+// Package policy makes every Gatehouse allow/deny decision by evaluating Rego
+// in-process with embedded OPA. The default policy (rego/authz.rego) and its
+// data (rego/data.json) are compiled into the binary; Options add rules, replace
+// the policy or overlay the data.
+package policy
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+)
+
+//go:embed rego/authz.rego
+var defaultPolicy string
+
+//go:embed rego/data.json
+var defaultData []byte
+
+const (
+	decisionQuery    = "data.gatehouse.authz.decision"
+	permissionsQuery = "data.gatehouse.authz.permissions"
+	authzPackage     = "data.gatehouse.authz"
+)
+
+// Decision codes (spec §6). An allowed decision has an empty code.
+const (
+	CodeUnauthenticated  = "unauthenticated"
+	CodeAccessRequired   = "access_required"
+	CodeAccountSuspended = "account_suspended"
+	CodeAccessDenied     = "access_denied"
+	CodeForbidden        = "forbidden"
+	CodeModelNotAllowed  = "model_not_allowed"
+)
+
+// Subject.Auth values.
+const (
+	AuthSession = "session"
+	AuthToken   = "token"
+)
+
+// ErrBadDecision means the policy gave no decision or one of the wrong shape;
+// callers must refuse the request (503), never let it through.
+var ErrBadDecision = errors.New("policy decision undefined or malformed")
+
+// Options configure an Engine beyond the embedded default policy.
+type Options struct {
+	// Paths are extra .rego files or directories (not recursive; *_test.rego
+	// skipped). A module in package gatehouse.authz replaces the default policy.
+	Paths []string
+	// Data is merged over the default data under data.gatehouse.config:
+	// objects merge key by key, any other value replaces the default.
+	Data map[string]any
+}
+
+// Decision is the policy's answer for one request.
+type Decision struct {
+	Allow  bool   `json:"allow"`
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+// Input is what the policy sees of a request (spec §6 plus Target and Change).
+type Input struct {
+	Request Request  `json:"request"`
+	Subject *Subject `json:"subject"`
+	Model   *string  `json:"model"`
+	// APIRoute is the matched API route pattern with the configured prefix
+	// replaced by /api (pages: by /gatehouse), e.g. "GET /api/users/{id}";
+	// nil for backend requests.
+	APIRoute *string `json:"api_route"`
+	// Target is the user an API call acts on; nil when the caller acts on itself.
+	Target *Target `json:"target"`
+	// Change is what the call wants to set.
+	Change *Change `json:"change"`
+	NowNS  int64   `json:"now_ns"`
+}
+
+// Request is the HTTP request being decided.
+type Request struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Host   string `json:"host"`
+	Query  string `json:"query"`
+	// Headers are keyed by lower-case name.
+	Headers map[string]string `json:"headers"`
+}
+
+// Subject is the signed-in caller.
+type Subject struct {
+	ID     string `json:"id"`
+	Email  string `json:"email"`
+	Name   string `json:"name"`
+	Role   string `json:"role"`
+	Status string `json:"status"`
+	// Permissions is for display only: the policy computes its own.
+	Permissions []string `json:"permissions"`
+	Auth        string   `json:"auth"`
+	Token       *Token   `json:"token"`
+}
+
+// Token describes the bearer token a subject authenticated with.
+type Token struct {
+	ID     string   `json:"id"`
+	Kind   string   `json:"kind"`
+	Scope  []string `json:"scope"`
+	Models []string `json:"models"`
+}
+
+// Target is the user an API call acts on.
+type Target struct {
+	ID     string `json:"id"`
+	Role   string `json:"role"`
+	Status string `json:"status"`
+}
+
+// Change is what an API call wants to set. Role is checked against the
+// caller's rank (role changes, approvals); TokenKind ("personal", "user",
+// "system") requires the matching tokens:* permission (token creation and
+// revocation).
+type Change struct {
+	Role      string `json:"role,omitempty"`
+	Status    string `json:"status,omitempty"`
+	TokenKind string `json:"token_kind,omitempty"`
+}
+
+// Engine evaluates the compiled policy. It is safe for concurrent use; build
+// a new Engine to change policy or data.
+type Engine struct {
+	decision    rego.PreparedEvalQuery
+	permissions rego.PreparedEvalQuery
+	roles       map[string]int
+}
+
+// New compiles the policy, prepares its queries once and checks that the
+// decision is well formed for probe requests, so a broken policy fails at
+// startup instead of on the first request.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	data, config, err := loadData(opts.Data)
+	if err != nil {
+		return nil, err
+	}
+	roles, err := roleRanks(config)
+	if err != nil {
+		return nil, err
+	}
+
+	modules, err := loadModules(opts.Paths)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(modules, isAuthzModule) {
+		m, err := parseModule("authz.rego", defaultPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("embedded policy: %w", err)
+		}
+		modules = append(modules, m)
+	}
+	compiler := ast.NewCompiler()
+	compiler.Compile(moduleMap(modules))
+	if compiler.Failed() {
+		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+	}
+
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptReturnASTValuesOnRead(true))
+	prepare := func(query string) (rego.PreparedEvalQuery, error) {
+		pq, err := rego.New(rego.Query(query), rego.Compiler(compiler), rego.Store(store)).PrepareForEval(ctx)
+		if err != nil {
+			return pq, fmt.Errorf("prepare %s: %w", query, err)
+		}
+		return pq, nil
+	}
+	e := &Engine{roles: roles}
+	if e.decision, err = prepare(decisionQuery); err != nil {
+		return nil, err
+	}
+	if e.permissions, err = prepare(permissionsQuery); err != nil {
+		return nil, err
+	}
+	for _, probe := range probes() {
+		if _, err := e.Decide(ctx, probe); err != nil {
+			return nil, fmt.Errorf("policy refused: %s %s: %w", probe.Request.Method, probe.Request.Path, err)
+		}
+	}
+	return e, nil
+}
+
+// Decide evaluates the policy for one request. Any error means the request
+// must be refused as unavailable.
+func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	rs, err := e.decision.Eval(ctx, rego.EvalParsedInput(in.astValue()))
+	if err != nil {
+		return Decision{}, fmt.Errorf("evaluate policy: %w", err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return Decision{}, fmt.Errorf("%s: %w", decisionQuery, ErrBadDecision)
+	}
+	return parseDecision(rs[0].Expressions[0].Value)
+}
+
+func parseDecision(v any) (Decision, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("%s is %T, not an object: %w", decisionQuery, v, ErrBadDecision)
+	}
+	var d Decision
+	if d.Allow, ok = obj["allow"].(bool); !ok {
+		return Decision{}, fmt.Errorf("%s.allow is not a boolean: %w", decisionQuery, ErrBadDecision)
+	}
+	if d.Code, ok = obj["code"].(string); !ok {
+		return Decision{}, fmt.Errorf("%s.code is not a string: %w", decisionQuery, ErrBadDecision)
+	}
+	if d.Reason, ok = obj["reason"].(string); !ok {
+		return Decision{}, fmt.Errorf("%s.reason is not a string: %w", decisionQuery, ErrBadDecision)
+	}
+	// A deny without a code cannot be turned into the response spec §6 promises.
+	if !d.Allow && d.Code == "" {
+		return Decision{}, fmt.Errorf("%s denies without a code: %w", decisionQuery, ErrBadDecision)
+	}
+	return d, nil
+}
+
+// Permissions returns the sorted effective permissions of a role signed in
+// with a session (a token's scope narrows them further).
+func (e *Engine) Permissions(ctx context.Context, role string) ([]string, error) {
+	in := ast.NewObject(ast.Item(ast.InternedTerm("subject"), ast.NewTerm(ast.NewObject(
+		ast.Item(ast.InternedTerm("role"), ast.StringTerm(role)),
+		ast.Item(ast.InternedTerm("status"), ast.StringTerm("active")),
+		ast.Item(ast.InternedTerm("auth"), ast.StringTerm(AuthSession)),
+	))))
+	rs, err := e.permissions.Eval(ctx, rego.EvalParsedInput(in))
+	if err != nil {
+		return nil, fmt.Errorf("evaluate permissions of role %q: %w", role, err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return nil, fmt.Errorf("%s undefined for role %q", permissionsQuery, role)
+	}
+	set, ok := rs[0].Expressions[0].Value.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s is %T, not a set", permissionsQuery, rs[0].Expressions[0].Value)
+	}
+	perms := make([]string, 0, len(set))
+	for _, p := range set {
+		s, ok := p.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s holds %T, not a string", permissionsQuery, p)
+		}
+		perms = append(perms, s)
+	}
+	slices.Sort(perms)
+	return perms, nil
+}
+
+// Roles returns each role's rank from the policy data.
+func (e *Engine) Roles() map[string]int {
+	return maps.Clone(e.roles)
+}
+
+// RoleExists reports whether the policy data defines role.
+func (e *Engine) RoleExists(role string) bool {
+	_, ok := e.roles[role]
+	return ok
+}
+
+// probes are requests every policy must answer with a well-formed decision.
+func probes() []*Input {
+	health := "GET /api/health"
+	return []*Input{
+		{Request: Request{Method: "GET", Path: "/api/health"}, APIRoute: &health},
+		{Request: Request{Method: "GET", Path: "/"}},
+	}
+}
+
+// loadData merges the overlay over the embedded data and normalises it
+// through JSON so the store holds only JSON types.
+func loadData(overlay map[string]any) (data, config map[string]any, err error) {
+	if err := json.Unmarshal(defaultData, &data); err != nil {
+		return nil, nil, fmt.Errorf("embedded data: %w", err)
+	}
+	config = data["gatehouse"].(map[string]any)["config"].(map[string]any)
+	mergeInto(config, overlay)
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("policy data overlay: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	data = nil
+	if err := dec.Decode(&data); err != nil {
+		return nil, nil, fmt.Errorf("policy data overlay: %w", err)
+	}
+	return data, data["gatehouse"].(map[string]any)["config"].(map[string]any), nil
+}
+
+func mergeInto(dst, src map[string]any) {
+	for k, v := range src {
+		sub, srcIsObject := v.(map[string]any)
+		cur, dstIsObject := dst[k].(map[string]any)
+		if srcIsObject && dstIsObject {
+			mergeInto(cur, sub)
+			continue
+		}
+		dst[k] = v
+	}
+}
+
+func roleRanks(config map[string]any) (map[string]int, error) {
+	roles, ok := config["roles"].(map[string]any)
+	if !ok {
+		return nil, errors.New("policy data: roles is not an object")
+	}
+	ranks := make(map[string]int, len(roles))
+	for name, r := range roles {
+		role, ok := r.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("policy data: role %q is not an object", name)
+		}
+		n, ok := role["rank"].(json.Number)
+		if !ok {
+			return nil, fmt.Errorf("policy data: role %q has no numeric rank", name)
+		}
+		rank, err := n.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("policy data: role %q rank: %w", name, err)
+		}
+		ranks[name] = int(rank)
+	}
+	return ranks, nil
+}
+
+func loadModules(paths []string) ([]*ast.Module, error) {
+	var files []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("policy path: %w", err)
+		}
+		if !info.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, fmt.Errorf("policy path: %w", err)
+		}
+		for _, entry := range entries {
+			if entry.Type().IsRegular() && strings.HasSuffix(entry.Name(), ".rego") {
+				files = append(files, filepath.Join(p, entry.Name()))
+			}
+		}
+	}
+	var modules []*ast.Module
+	for _, f := range files {
+		// Tests run under `opa test`, never inside the guard.
+		if strings.HasSuffix(f, "_test.rego") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("policy file: %w", err)
+		}
+		m, err := parseModule(f, string(src))
+		if err != nil {
+			return nil, err
+		}
+		modules = append(modules, m)
+	}
+	return modules, nil
+}
+
+func parseModule(name, src string) (*ast.Module, error) {
+	m, err := ast.ParseModuleWithOpts(name, src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return nil, fmt.Errorf("parse policy: %w", err)
+	}
+	return m, nil
+}
+
+func isAuthzModule(m *ast.Module) bool {
+	return m.Package.Path.String() == authzPackage
+}
+
+// moduleMap keys modules by file name so compiler messages point at the file;
+// several modules may share one package.
+func moduleMap(modules []*ast.Module) map[string]*ast.Module {
+	out := make(map[string]*ast.Module, len(modules))
+	for i, m := range modules {
+		name := m.Package.Location.File
+		if _, taken := out[name]; taken || name == "" {
+			name = fmt.Sprintf("%s#%d", name, i)
+		}
+		out[name] = m
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+# Gatehouse default authorization policy (spec sections 3-6).
+#
+# Rules only: roles, permissions and routes are data under data.gatehouse.config
+# (data.json), so settings can add roles or routes without touching this file.
+package gatehouse.authz
+
+cfg := data.gatehouse.config
+
+default decision := {"allow": false, "code": "forbidden", "reason": "no rule allows this request"}
+
+default permissions := set()
+
+# The order of the else chain is the order of spec §6: who you are, then your
+# account status, then what you may do, then which model.
+decision := allowed("public route") if {
+	public_route
+} else := denied("unauthenticated", "sign-in required") if {
+	anonymous
+} else := denied(status_code, sprintf("account is %s", [status])) if {
+	status != "active"
+	not inactive_route
+} else := denied("forbidden", "only users without access may request it") if {
+	status == "active"
+	api_route in cfg.inactive_only_routes
+} else := denied("forbidden", "unknown API route") if {
+	api_route
+	not inactive_route
+	not cfg.api_routes[api_route]
+} else := denied("forbidden", sprintf("missing permission %s", [concat(" or ", required_any)])) if {
+	not inactive_route
+	count(required_any) > 0
+	count(required_any & permissions) == 0
+} else := denied("forbidden", sprintf("missing permission %s", [concat(", ", required_all - permissions)])) if {
+	not inactive_route
+	count(required_all - permissions) > 0
+} else := denied("forbidden", "target user is not below the caller's role") if {
+	input.target != null
+	not may_act_on_target
+} else := denied("forbidden", sprintf("missing permission %s to act on another user", [concat(" or ", target_required)])) if {
+	input.target != null
+	count(target_required) > 0
+	count(target_required & permissions) == 0
+} else := denied("forbidden", "cannot grant a role above the caller's own") if {
+	input.change.role != ""
+	not may_grant_role
+} else := denied("forbidden", "token kind not allowed") if {
+	input.change.token_kind != ""
+	not token_kind_allowed
+} else := denied("model_not_allowed", sprintf("model %s is not allowed", [input.model])) if {
+	is_string(input.model)
+	not model_allowed
+} else := denied("forbidden", concat("; ", sort(data.gatehouse.ext.deny))) if {
+	count(data.gatehouse.ext.deny) > 0
+} else := allowed("allowed")
+
+allowed(reason) := {"allow": true, "code": "", "reason": reason}
+
+denied(code, reason) := {"allow": false, "code": code, "reason": reason}
+
+# --- request -------------------------------------------------------------
+
+# API routes arrive as their pattern ("GET /api/users/{id}"), backend
+# requests as "METHOD path". The two never share a list: a backend's own
+# /api/... paths (Ollama's) must not match Gatehouse's API routes.
+api_route := input.api_route if is_string(input.api_route)
+
+backend_route := concat(" ", [input.request.method, input.request.path]) if not api_route
+
+public_route if api_route in cfg.public_routes
+
+inactive_route if api_route in cfg.inactive_routes
+
+# --- subject -------------------------------------------------------------
+
+anonymous if input.subject == null
+
+anonymous if not input.subject
+
+status := object.get(input.subject, "status", "")
+
+status_codes := {
+	"pending": "access_required",
+	"suspended": "account_suspended",
+	"denied": "access_denied",
+}
+
+status_code := object.get(status_codes, status, "forbidden")
+
+role := input.subject.role
+
+role_graph[name] := object.get(r, "inherits", []) if some name, r in cfg.roles
+
+# Inheritance is transitive; graph.reachable tolerates cycles in custom data.
+role_permissions(name) := {p |
+	some r in graph.reachable(role_graph, {name})
+	some p in cfg.roles[r].permissions
+}
+
+# A token never carries more than its scope, and never more than the
+# subject's role has now: a demoted user's tokens lose power at once.
+permissions := role_permissions(role) if {
+	input.subject.auth != "token"
+} else := role_permissions(role) & {p | some p in input.subject.token.scope}
+
+rank(name) := cfg.roles[name].rank
+
+# --- what the request needs ----------------------------------------------
+
+# API routes: any one of the listed permissions.
+required_any := {p | some p in cfg.api_routes[api_route]}
+
+# Backend routes: every listed permission.
+required_all := set() if api_route else := backend_required
+
+model_route if backend_route in cfg.model_routes
+
+chat_route if backend_route in cfg.chat_routes
+
+backend_required contains "models:use" if model_route
+
+backend_required contains "chat:use" if chat_route
+
+backend_required contains cfg.backend_permission if {
+	not model_route
+	not chat_route
+}
+
+target_required := {p | some p in cfg.target_permissions[api_route]}
+
+# --- spec §3: acting on users and granting roles -------------------------
+
+# A user without a role yet (a pending requester) ranks below everyone.
+target_rank := 0 if {
+	object.get(input.target, "role", "") == ""
+} else := rank(input.target.role)
+
+may_act_on_target if target_rank < rank(role)
+
+may_act_on_target if {
+	cfg.roles[role].acts_on_peers
+	target_rank <= rank(role)
+}
+
+may_grant_role if rank(input.change.role) <= rank(role)
+
+# A helper rule, not an inline `not x in y`: when x is undefined, `not x in y`
+# is undefined rather than true, and an unknown token kind would pass.
+token_kind_allowed if cfg.token_kind_permissions[input.change.token_kind] in permissions
+
+# --- models ----------------------------------------------------------------
+
+model_allowed if {
+	token_allows_model
+	role_allows_model
+}
+
+# Absent or empty models on a token means every model the role may use (spec §5).
+token_models := [m | some m in input.subject.token.models] if {
+	input.subject.auth == "token"
+} else := []
+
+token_allows_model if count(token_models) == 0
+
+token_allows_model if {
+	some pattern in token_models
+	model_matches(pattern)
+}
+
+# Model globs are per role and not inherited; none means every model.
+role_models := [m | some m in cfg.roles[role].models]
+
+role_allows_model if count(role_models) == 0
+
+role_allows_model if {
+	some pattern in role_models
+	model_matches(pattern)
+}
+
+# No delimiters: with [] glob.match splits at ".", so "llama3*" would miss
+# "llama3.1:8b" and "gpt-4*" would miss "gpt-4.1".
+model_matches(pattern) if glob.match(pattern, null, input.model)

@@ -1,0 +1,264 @@
+package gatehouse.authz_test
+
+import data.gatehouse.authz
+
+# --- fixtures ----------------------------------------------------------------
+
+api(route) := {
+	"request": {"method": split(route, " ")[0], "path": split(route, " ")[1], "host": "gw.test", "query": "", "headers": {}},
+	"subject": null, "model": null, "api_route": route, "target": null, "change": null, "now_ns": 0,
+}
+
+backend(method, path) := {
+	"request": {"method": method, "path": path, "host": "gw.test", "query": "", "headers": {}},
+	"subject": null, "model": null, "api_route": null, "target": null, "change": null, "now_ns": 0,
+}
+
+person(role, status) := {
+	"id": concat("-", [role, status]), "email": "p@example.com", "name": "P",
+	"role": role, "status": status, "permissions": [], "auth": "session", "token": null,
+}
+
+bearer(role, scope, models) := object.union(person(role, "active"), {
+	"auth": "token",
+	"token": {"id": "tok-1", "kind": "personal", "scope": scope, "models": models},
+})
+
+signed(req, subject) := object.union(req, {"subject": subject})
+
+chat_request(subject, model) := object.union(backend("POST", "/v1/chat/completions"), {"subject": subject, "model": model})
+
+allowed := {"allow": true, "code": ""}
+
+deny(code) := {"allow": false, "code": code}
+
+# outcome drops the reason so tests pin only allow and code.
+outcome(req) := object.remove(d, ["reason"]) if {
+	d := authz.decision with input as req
+}
+
+# --- public routes -------------------------------------------------------------
+
+test_public_routes_allow_anyone if {
+	every route in ["GET /api/auth/login", "POST /api/auth/login", "GET /api/auth/callback", "GET /api/health", "GET /.well-known/jwks.json"] {
+		outcome(api(route)) == allowed
+		outcome(signed(api(route), person("user", "suspended"))) == allowed
+	}
+}
+
+# --- unauthenticated -----------------------------------------------------------
+
+test_anonymous_api_call_is_unauthenticated if {
+	outcome(api("GET /api/users")) == deny("unauthenticated")
+	outcome(api("GET /api/auth/me")) == deny("unauthenticated")
+}
+
+test_anonymous_backend_request_is_unauthenticated if {
+	outcome(backend("GET", "/")) == deny("unauthenticated")
+}
+
+test_missing_subject_key_is_unauthenticated if {
+	outcome(object.remove(backend("GET", "/"), ["subject"])) == deny("unauthenticated")
+}
+
+# --- account status ------------------------------------------------------------
+
+test_pending_user_needs_access if {
+	outcome(signed(backend("GET", "/"), person("user", "pending"))) == deny("access_required")
+	outcome(signed(api("GET /api/tokens"), person("user", "pending"))) == deny("access_required")
+}
+
+test_suspended_user_is_refused if {
+	outcome(signed(backend("GET", "/"), person("admin", "suspended"))) == deny("account_suspended")
+}
+
+test_denied_user_is_refused if {
+	outcome(signed(backend("GET", "/"), person("user", "denied"))) == deny("access_denied")
+}
+
+test_unknown_status_is_forbidden if {
+	outcome(signed(backend("GET", "/"), person("user", "frozen"))) == deny("forbidden")
+}
+
+test_inactive_users_may_use_the_not_active_routes if {
+	every status in ["pending", "suspended", "denied"] {
+		every route in ["GET /api/auth/me", "POST /api/auth/logout", "POST /api/auth/refresh", "GET /api/auth/request-access", "POST /api/auth/request-access", "GET /gatehouse/request-access"] {
+			outcome(signed(api(route), person("user", status))) == allowed
+		}
+	}
+}
+
+test_active_user_cannot_request_access_again if {
+	outcome(signed(api("POST /api/auth/request-access"), person("user", "active"))) == deny("forbidden")
+	outcome(signed(api("GET /api/auth/request-access"), person("user", "active"))) == allowed
+}
+
+# --- permissions ---------------------------------------------------------------
+
+test_role_permissions_inherit if {
+	authz.permissions == {"system:access", "models:use", "chat:use", "settings:self", "tokens:personal"} with input as signed(api("GET /api/auth/me"), person("user", "active"))
+	count(authz.permissions) == 9 with input as signed(api("GET /api/auth/me"), person("manager", "active"))
+	count(authz.permissions) == 13 with input as signed(api("GET /api/auth/me"), person("admin", "active"))
+	"tokens:system" in authz.permissions with input as signed(api("GET /api/auth/me"), person("admin", "active"))
+}
+
+test_permissions_ignore_the_input_list if {
+	subject := object.union(person("user", "active"), {"permissions": ["config:manage"]})
+	not "config:manage" in authz.permissions with input as signed(api("GET /api/auth/me"), subject)
+	outcome(signed(api("GET /api/audit"), subject)) == deny("forbidden")
+}
+
+test_unknown_role_has_no_permissions if {
+	outcome(signed(backend("GET", "/"), person("intern", "active"))) == deny("forbidden")
+}
+
+test_route_permissions_by_role if {
+	outcome(signed(api("GET /api/users"), person("user", "active"))) == deny("forbidden")
+	outcome(signed(api("GET /api/users"), person("manager", "active"))) == allowed
+	outcome(signed(api("PUT /api/access/{id}/approve"), person("manager", "active"))) == allowed
+	outcome(signed(api("GET /api/settings"), person("manager", "active"))) == deny("forbidden")
+	outcome(signed(api("GET /api/settings"), person("admin", "active"))) == allowed
+	outcome(signed(api("POST /api/keys/rotate"), person("admin", "active"))) == allowed
+}
+
+test_unknown_api_route_is_forbidden if {
+	outcome(signed(api("GET /api/secrets"), person("admin", "active"))) == deny("forbidden")
+}
+
+test_backend_routes_need_their_permission if {
+	user := person("user", "active")
+	outcome(signed(backend("GET", "/anything"), user)) == allowed
+	outcome(chat_request(user, null)) == allowed
+	outcome(signed(backend("GET", "/anything"), bearer("user", ["models:use"], []))) == deny("forbidden")
+	outcome(signed(backend("POST", "/v1/embeddings"), bearer("user", ["models:use"], []))) == allowed
+	outcome(chat_request(bearer("user", ["models:use"], []), null)) == deny("forbidden")
+	outcome(chat_request(bearer("user", ["models:use", "chat:use"], []), null)) == allowed
+}
+
+test_token_scope_intersects_role if {
+	# a token cannot carry more than the subject's role has now
+	authz.permissions == {"models:use"} with input as signed(backend("GET", "/"), bearer("user", ["models:use", "config:manage"], []))
+	outcome(signed(api("GET /api/audit"), bearer("user", ["config:manage"], []))) == deny("forbidden")
+	outcome(signed(api("GET /api/audit"), bearer("admin", ["config:manage"], []))) == allowed
+	outcome(signed(api("GET /api/users"), bearer("admin", ["config:manage"], []))) == deny("forbidden")
+}
+
+test_token_without_scope_has_no_permissions if {
+	outcome(signed(backend("GET", "/"), bearer("admin", null, null))) == deny("forbidden")
+}
+
+# --- spec §3: acting on users and granting roles ---------------------------------
+
+on(route, caller, target, change) := object.union(signed(api(route), caller), {"target": target, "change": change})
+
+tgt(role) := {"id": "t", "role": role, "status": "active"}
+
+test_caller_acts_only_below_its_rank if {
+	outcome(on("PUT /api/users/{id}/status", person("manager", "active"), tgt("user"), {"status": "suspended"})) == allowed
+	outcome(on("PUT /api/users/{id}/status", person("manager", "active"), tgt("manager"), {"status": "suspended"})) == deny("forbidden")
+	outcome(on("PUT /api/users/{id}/status", person("manager", "active"), tgt("admin"), {"status": "suspended"})) == deny("forbidden")
+}
+
+test_admin_acts_on_everyone if {
+	outcome(on("PUT /api/users/{id}/status", person("admin", "active"), tgt("admin"), {"status": "suspended"})) == allowed
+	outcome(on("DELETE /api/users/{id}", person("admin", "active"), tgt("admin"), null)) == allowed
+}
+
+test_target_without_role_ranks_lowest if {
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), {"id": "t", "role": "", "status": "pending"}, {"role": "user"})) == allowed
+}
+
+test_target_with_unknown_role_is_forbidden if {
+	outcome(on("GET /api/users/{id}", person("admin", "active"), tgt("ghost"), null)) == deny("forbidden")
+}
+
+test_nobody_grants_a_role_above_their_own if {
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "manager"})) == allowed
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "admin"})) == deny("forbidden")
+	outcome(on("PUT /api/users/{id}/role", person("admin", "active"), tgt("user"), {"role": "admin"})) == allowed
+}
+
+test_unknown_role_cannot_be_granted if {
+	outcome(on("PUT /api/users/{id}/role", person("admin", "active"), tgt("user"), {"role": "root"})) == deny("forbidden")
+}
+
+test_only_admins_change_roles if {
+	outcome(on("PUT /api/users/{id}/role", person("manager", "active"), tgt("user"), {"role": "user"})) == deny("forbidden")
+}
+
+test_token_kinds_need_their_permission if {
+	outcome(on("POST /api/tokens", person("user", "active"), null, {"token_kind": "personal"})) == allowed
+	outcome(on("POST /api/tokens", person("user", "active"), null, {"token_kind": "system"})) == deny("forbidden")
+	outcome(on("POST /api/tokens", person("admin", "active"), null, {"token_kind": "system"})) == allowed
+	outcome(on("POST /api/tokens", person("admin", "active"), null, {"token_kind": "bogus"})) == deny("forbidden")
+}
+
+test_tokens_for_another_user_need_tokens_user if {
+	outcome(on("POST /api/tokens", person("manager", "active"), tgt("user"), {"token_kind": "user"})) == allowed
+	outcome(on("POST /api/tokens", bearer("manager", ["tokens:personal"], []), tgt("user"), null)) == deny("forbidden")
+	outcome(on("DELETE /api/tokens/{id}", person("manager", "active"), tgt("user"), null)) == allowed
+	outcome(on("DELETE /api/tokens/{id}", person("manager", "active"), tgt("manager"), null)) == deny("forbidden")
+}
+
+# --- models --------------------------------------------------------------------
+
+test_any_model_without_globs if {
+	outcome(chat_request(person("user", "active"), "llama3.1:8b")) == allowed
+	outcome(chat_request(bearer("user", ["models:use", "chat:use"], []), "anything")) == allowed
+}
+
+test_token_models_limit_the_model if {
+	tok := bearer("user", ["models:use", "chat:use"], ["llama3*", "qwen2.5:*"])
+	outcome(chat_request(tok, "llama3.1:8b")) == allowed
+	outcome(chat_request(tok, "qwen2.5:7b")) == allowed
+	outcome(chat_request(tok, "gpt-4o")) == deny("model_not_allowed")
+}
+
+test_role_models_limit_the_model if {
+	roles := object.union(data.gatehouse.config.roles, {"user": object.union(data.gatehouse.config.roles.user, {"models": ["small-*"]})})
+	outcome(chat_request(person("user", "active"), "small-1")) == allowed with data.gatehouse.config.roles as roles
+	outcome(chat_request(person("user", "active"), "big-1")) == deny("model_not_allowed") with data.gatehouse.config.roles as roles
+
+	# model globs are not inherited
+	outcome(chat_request(person("manager", "active"), "big-1")) == allowed with data.gatehouse.config.roles as roles
+
+	# token and role globs must both match
+	tok := bearer("user", ["models:use", "chat:use"], ["*-1"])
+	outcome(chat_request(tok, "small-1")) == allowed with data.gatehouse.config.roles as roles
+	outcome(chat_request(tok, "big-1")) == deny("model_not_allowed") with data.gatehouse.config.roles as roles
+}
+
+test_permission_is_checked_before_the_model if {
+	outcome(chat_request(bearer("user", ["chat:use"], ["other"]), "llama3")) == deny("forbidden")
+}
+
+# --- extensions ------------------------------------------------------------------
+
+test_extra_deny_rules_forbid_with_their_reason if {
+	d := authz.decision with input as signed(backend("GET", "/"), person("admin", "active"))
+		with data.gatehouse.ext.deny as {"maintenance window", "b-rule"}
+	d == {"allow": false, "code": "forbidden", "reason": "b-rule; maintenance window"}
+}
+
+test_extra_deny_rules_do_not_block_public_routes if {
+	outcome(api("GET /api/health")) == allowed with data.gatehouse.ext.deny as {"maintenance window"}
+}
+
+test_status_codes_win_over_extra_deny_rules if {
+	outcome(signed(backend("GET", "/"), person("user", "pending"))) == deny("access_required") with data.gatehouse.ext.deny as {"x"}
+}
+
+test_custom_role_from_data if {
+	roles := object.union(data.gatehouse.config.roles, {"analyst": {"rank": 15, "inherits": ["user"], "permissions": ["usage:view"]}})
+	"usage:view" in authz.permissions with input as signed(backend("GET", "/"), person("analyst", "active")) with data.gatehouse.config.roles as roles
+	"chat:use" in authz.permissions with input as signed(backend("GET", "/"), person("analyst", "active")) with data.gatehouse.config.roles as roles
+	outcome(on("GET /api/users/{id}", person("admin", "active"), tgt("analyst"), null)) == allowed with data.gatehouse.config.roles as roles
+}
+
+test_backend_paths_never_match_api_routes if {
+	# Ollama serves its own /api/...; only api_route names Gatehouse's API.
+	outcome(backend("GET", "/api/health")) == deny("unauthenticated")
+	outcome(signed(backend("GET", "/api/auth/me"), person("user", "pending"))) == deny("access_required")
+	outcome(chat_request(bearer("user", ["models:use"], []), null)) == deny("forbidden")
+	outcome(signed(backend("POST", "/api/chat"), bearer("user", ["models:use", "chat:use"], []))) == allowed
+}

@@ -1,0 +1,219 @@
+// Package store keeps Gatehouse's durable state — users, sessions, access
+// requests, audit events, the notification outbox, signing keys and runtime
+// settings — behind one interface with several backends (SQLite embedded,
+// PostgreSQL shared). Every backend runs the conformance suite in storetest.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors every backend returns so callers can map them to HTTP
+// statuses with errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict means the write lost against the current state: a request
+	// that is no longer pending, a second pending request, a duplicate key.
+	ErrConflict = errors.New("conflict")
+)
+
+// User statuses.
+const (
+	StatusPending   = "pending"
+	StatusActive    = "active"
+	StatusSuspended = "suspended"
+	StatusDenied    = "denied"
+)
+
+// Access request statuses.
+const (
+	RequestPending  = "pending"
+	RequestApproved = "approved"
+	RequestDenied   = "denied"
+)
+
+// User is a person known to Gatehouse, keyed by (Issuer, Subject).
+type User struct {
+	ID          string     `json:"id"`
+	Issuer      string     `json:"-"`
+	Subject     string     `json:"-"`
+	Email       string     `json:"email"`
+	Name        string     `json:"name"`
+	Role        string     `json:"role"`
+	Status      string     `json:"status"`
+	CreatedAt   time.Time  `json:"created_at"`
+	LastLoginAt *time.Time `json:"last_login_at"`
+	// AccessExpiresAt ends a temporary grant: past it the user is treated as pending.
+	AccessExpiresAt *time.Time `json:"access_expires_at,omitempty"`
+}
+
+// LoginInfo is what a successful OIDC sign-in tells the store about a person.
+type LoginInfo struct {
+	Issuer  string
+	Subject string
+	Email   string
+	Name    string
+	// BootstrapAdmin makes a user that is new, or still pending, an active admin.
+	BootstrapAdmin bool
+	Now            time.Time
+}
+
+// Session is a server-side browser session. ID is the SHA-256 of the cookie
+// value (hex), so a copy of the store does not hold usable cookies.
+type Session struct {
+	ID          string
+	UserID      string
+	CreatedAt   time.Time
+	LastSeenAt  time.Time
+	ExpiresAt   time.Time // absolute lifetime
+	IDTokenHint string    // for RP-initiated logout at the IdP
+}
+
+// AccessRequest is a person's request for access and its decision.
+type AccessRequest struct {
+	ID            string       `json:"id"`
+	User          RequestUser  `json:"user"`
+	Name          string       `json:"name"`
+	Team          string       `json:"team"`
+	Purpose       string       `json:"purpose"`
+	RequestedRole string       `json:"requested_role"`
+	Status        string       `json:"status"`
+	Role          string       `json:"role"`
+	Comment       string       `json:"comment"`
+	ReviewedBy    *RequestUser `json:"reviewed_by"`
+	CreatedAt     time.Time    `json:"created_at"`
+	DecidedAt     *time.Time   `json:"decided_at"`
+	ExpiresAt     *time.Time   `json:"expires_at"`
+}
+
+// RequestUser is the short form of a user shown inside an access request.
+type RequestUser struct {
+	ID    string `json:"id"`
+	Email string `json:"email"`
+	Name  string `json:"name"`
+}
+
+// Decision is a reviewer's verdict on a pending access request. It is applied
+// atomically with the user's new status, the outbox messages and the audit event.
+type Decision struct {
+	RequestID  string
+	Approve    bool
+	Role       string // for approvals
+	Comment    string
+	ReviewerID string
+	ExpiresAt  *time.Time
+	Now        time.Time
+	Outbox     []OutboxMessage
+	Audit      AuditEvent
+}
+
+// AuditEvent is one security-relevant event.
+type AuditEvent struct {
+	ID        int64          `json:"id"`
+	Time      time.Time      `json:"time"`
+	Type      string         `json:"type"`
+	ActorID   string         `json:"actor_id,omitempty"`
+	TargetID  string         `json:"target_id,omitempty"`
+	IP        string         `json:"ip,omitempty"`
+	UserAgent string         `json:"user_agent,omitempty"`
+	Detail    map[string]any `json:"detail,omitempty"`
+}
+
+// AuditFilter selects audit events, newest first. Before is an exclusive ID cursor.
+type AuditFilter struct {
+	UserID string // actor or target
+	Type   string
+	Before int64
+	Limit  int
+}
+
+// OutboxMessage is a notification waiting for delivery.
+type OutboxMessage struct {
+	ID            string
+	Channel       string // "webhook" or "email"
+	Payload       []byte // channel-specific JSON
+	Attempts      int
+	NextAttemptAt time.Time
+	CreatedAt     time.Time
+	DeliveredAt   *time.Time
+	LastError     string
+}
+
+// UserFilter selects users, in creation order. Cursor is opaque, from a previous page.
+type UserFilter struct {
+	Status string
+	Role   string
+	Query  string // substring of email or name, case-insensitive
+	Limit  int
+	Cursor string
+}
+
+// SigningKey is a key pair of Gatehouse's. PrivateSealed is encrypted by the
+// caller before it reaches the store.
+type SigningKey struct {
+	ID            string // kid
+	Algorithm     string
+	PrivateSealed []byte
+	PublicJWK     []byte
+	CreatedAt     time.Time
+	// RetiredAt is set when a newer key took over signing; the public key stays
+	// published until PublishUntil.
+	RetiredAt    *time.Time
+	PublishUntil *time.Time
+}
+
+// Store is every backend's contract. All methods honour ctx.
+type Store interface {
+	Ping(ctx context.Context) error
+	Close() error
+
+	// RecordLogin creates the user on first sign-in, refreshes email, name and
+	// last_login_at afterwards, and returns the current record.
+	RecordLogin(ctx context.Context, info LoginInfo) (User, error)
+	GetUser(ctx context.Context, id string) (User, error)
+	ListUsers(ctx context.Context, f UserFilter) (users []User, nextCursor string, err error)
+	// SetUserRole and SetUserStatus refuse with ErrConflict to leave no active admin.
+	SetUserRole(ctx context.Context, id, role string, audit AuditEvent) (User, error)
+	SetUserStatus(ctx context.Context, id, status string, audit AuditEvent) (User, error)
+	// ExpireAccess moves an active user whose grant ended back to pending.
+	ExpireAccess(ctx context.Context, id string, now time.Time) (User, error)
+	DeleteUser(ctx context.Context, id string, audit AuditEvent) error
+
+	CreateSession(ctx context.Context, s Session) error
+	GetSession(ctx context.Context, id string) (Session, error)
+	TouchSession(ctx context.Context, id string, at time.Time) error
+	// RotateSession replaces oldID by next atomically; ErrNotFound when oldID is gone.
+	RotateSession(ctx context.Context, oldID string, next Session) error
+	DeleteSession(ctx context.Context, id string) error
+	DeleteUserSessions(ctx context.Context, userID string) error
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
+
+	// CreateAccessRequest fails with ErrConflict while the user has a pending one.
+	CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent) (AccessRequest, error)
+	GetAccessRequest(ctx context.Context, id string) (AccessRequest, error)
+	LatestAccessRequest(ctx context.Context, userID string) (AccessRequest, error)
+	// ListAccessRequests lists by status ("" or "all" for every status), oldest first.
+	ListAccessRequests(ctx context.Context, status string) ([]AccessRequest, error)
+	// DecideAccessRequest fails with ErrConflict unless the request is pending;
+	// of concurrent calls exactly one succeeds.
+	DecideAccessRequest(ctx context.Context, d Decision) (AccessRequest, error)
+
+	AppendAudit(ctx context.Context, e AuditEvent) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+
+	EnqueueOutbox(ctx context.Context, msgs ...OutboxMessage) error
+	// DueOutbox returns undelivered messages whose NextAttemptAt ≤ now, oldest first.
+	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxMessage, error)
+	MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error
+	MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error
+
+	PutSigningKey(ctx context.Context, k SigningKey) error
+	// ListSigningKeys returns every key still to be published, newest first.
+	ListSigningKeys(ctx context.Context, now time.Time) ([]SigningKey, error)
+	RetireSigningKey(ctx context.Context, id string, at, publishUntil time.Time) error
+
+	GetSetting(ctx context.Context, key string) ([]byte, error)
+	PutSetting(ctx context.Context, key string, value []byte) error
+}
