@@ -52,6 +52,12 @@ func (a *API) getOwnRequest(w http.ResponseWriter, r *http.Request, route string
 }
 
 func (a *API) postOwnRequest(w http.ResponseWriter, r *http.Request, route string) {
+	// An active user asking again is a conflict with their state (409), not a
+	// policy refusal, so that case is answered before the policy is asked.
+	if sub, _, err := a.identify(r); err == nil && sub != nil && sub.User.Status == store.StatusActive {
+		writeProblem(w, conflict("already_active", "you already have access"))
+		return
+	}
 	sub, ok := a.authorize(w, r, route, nil, nil)
 	if !ok {
 		return

@@ -78,8 +78,9 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request) bool {
 		p.ServeHTTP(w, r)
 		return true
 	}
-	h, pattern := a.mux.Handler(r)
-	if pattern == "" {
+	// Handler only looks the route up; ServeHTTP below routes again so the
+	// handlers get their path values.
+	if _, pattern := a.mux.Handler(r); pattern == "" {
 		return false
 	}
 	if a.hasSessionCookie(r) {
@@ -88,7 +89,7 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request) bool {
 			return true
 		}
 	}
-	h.ServeHTTP(w, r)
+	a.mux.ServeHTTP(w, r)
 	return true
 }
 

@@ -61,12 +61,12 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return &SQLite{db: db}, nil
 }
 
-func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, files embed.FS, dir string) error {
+func migrate(ctx context.Context, db *sql.DB, dialect goose.Dialect, files embed.FS, dir string, opts ...goose.ProviderOption) error {
 	fsys, err := fs.Sub(files, dir)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
-	p, err := goose.NewProvider(dialect, db, fsys, goose.WithDisableGlobalRegistry(true))
+	p, err := goose.NewProvider(dialect, db, fsys, append(opts, goose.WithDisableGlobalRegistry(true))...)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
 	}
@@ -563,7 +563,7 @@ const requestSelect = `SELECT r.id, r.user_id, u.email, u.name, r.name, r.team, 
 
 func scanRequest(row interface{ Scan(...any) error }) (AccessRequest, error) {
 	var (
-		r                            AccessRequest
+		r                           AccessRequest
 		reviewer, revEmail, revName sql.NullString
 	)
 	err := row.Scan(&r.ID, &r.User.ID, &r.User.Email, &r.User.Name, &r.Name, &r.Team, &r.Purpose, &r.RequestedRole,

@@ -71,8 +71,13 @@ deny contains "the /secret area is closed" if input.request.path == "/secret"
 	// Suspension ended carol's sessions; sign her in again to see the suspended row.
 	suspended = in.newClient()
 	suspended.signIn(carol, "")
-	unknown := in.newClient()
-	unknown.setCookie(sessionCookie, "bm90LWEtc2Vzc2lvbi1hdC1hbGwtbm90LWEtc2Vzc2lvbg")
+	// A browser that is sent to sign in also loses the bad cookie, so every
+	// check gets a fresh one.
+	unknownSession := func() *client {
+		c := in.newClient()
+		c.setCookie(sessionCookie, "bm90LWEtc2Vzc2lvbi1hdC1hbGwtbm90LWEtc2Vzc2lvbg")
+		return c
+	}
 
 	html := []string{"Accept", "text/html"}
 	t.Run("no credentials, browser", func(t *testing.T) {
@@ -86,10 +91,14 @@ deny contains "the /secret area is closed" if input.request.path == "/secret"
 		}
 	})
 	t.Run("unknown session, browser", func(t *testing.T) {
-		expectRedirect(t, unknown.get("/v1/models", html...), "/api/auth/login?rd=")
+		resp := unknownSession().get("/v1/models", html...)
+		expectRedirect(t, resp, "/api/auth/login?rd=")
+		if ck := findSetCookie(resp.Response, sessionCookie); ck == nil || ck.MaxAge >= 0 {
+			t.Fatalf("the unknown session cookie was not cleared: %+v", ck)
+		}
 	})
 	t.Run("unknown session, API", func(t *testing.T) {
-		resp := unknown.get("/v1/models")
+		resp := unknownSession().get("/v1/models")
 		expectProblem(t, resp, http.StatusUnauthorized, "invalid_token")
 		if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="gatehouse", error="invalid_token"` {
 			t.Fatalf("WWW-Authenticate = %q", got)
@@ -201,7 +210,9 @@ func TestStreamingAndUpgradesPassThrough(t *testing.T) {
 	wsReq, _ := http.NewRequest("GET", in.URL+"/ws", nil)
 	wsReq.Header.Set("Connection", "Upgrade")
 	wsReq.Header.Set("Upgrade", "websocket")
-	wsResp, err := c.http.Do(wsReq)
+	// A client without a timeout: only then is a 101 body writable.
+	wsClient := &http.Client{Jar: c.jar}
+	wsResp, err := wsClient.Do(wsReq)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListUsersLimits", testListUsersLimits},
 		{"SetUserRole", testSetUserRole},
 		{"LastAdminRule", testLastAdmin},
+		{"ConcurrentLastAdmin", testConcurrentLastAdmin},
 		{"SetUserStatus", testSetUserStatus},
 		{"SuspensionDeletesSessions", testSuspensionDeletesSessions},
 		{"ExpireAccess", testExpireAccess},
@@ -345,6 +346,41 @@ func testLastAdmin(t *testing.T, s store.Store) {
 	noErr(t, "set admin role again", err)
 	_, err = s.SetUserStatus(t.Context(), other.ID, store.StatusActive, store.AuditEvent{})
 	noErr(t, "set active again", err)
+}
+
+// testConcurrentLastAdmin suspends each of two admins at once: the check and
+// the write must not interleave, or both would succeed and leave none.
+func testConcurrentLastAdmin(t *testing.T, s store.Store) {
+	for round := range 5 {
+		a := admin(t, s, fmt.Sprintf("a%d@example.com", round))
+		b := admin(t, s, fmt.Sprintf("b%d@example.com", round))
+		if round > 0 {
+			// Leave a and b as the only active admins of this round.
+			prev := []string{fmt.Sprintf("a%d@example.com", round-1), fmt.Sprintf("b%d@example.com", round-1)}
+			for _, email := range prev {
+				users, _, err := s.ListUsers(t.Context(), store.UserFilter{Query: email})
+				noErr(t, "ListUsers", err)
+				if users[0].Status == store.StatusActive {
+					_, err := s.SetUserStatus(t.Context(), users[0].ID, store.StatusSuspended, store.AuditEvent{})
+					noErr(t, "suspend previous admin", err)
+				}
+			}
+		}
+		errs := make([]error, 2)
+		var wg sync.WaitGroup
+		for i, id := range []string{a.ID, b.ID} {
+			wg.Go(func() { _, errs[i] = s.SetUserStatus(t.Context(), id, store.StatusSuspended, store.AuditEvent{}) })
+		}
+		wg.Wait()
+		if (errs[0] == nil) == (errs[1] == nil) || !(errors.Is(errs[0], store.ErrConflict) || errors.Is(errs[1], store.ErrConflict)) {
+			t.Fatalf("round %d: concurrent suspensions = %v, %v; want exactly one ErrConflict", round, errs[0], errs[1])
+		}
+		active, _, err := s.ListUsers(t.Context(), store.UserFilter{Role: "admin", Status: store.StatusActive})
+		noErr(t, "ListUsers", err)
+		if len(active) != 1 {
+			t.Fatalf("round %d: %d active admins, want 1", round, len(active))
+		}
+	}
 }
 
 func testSetUserStatus(t *testing.T, s store.Store) {
