@@ -153,7 +153,9 @@ func (p *pages) roles() []string {
 	for name := range ranks {
 		names = append(names, name)
 	}
-	sort.Slice(names, func(i, j int) bool { return ranks[names[i]] < ranks[names[j]] || (ranks[names[i]] == ranks[names[j]] && names[i] < names[j]) })
+	sort.Slice(names, func(i, j int) bool {
+		return ranks[names[i]] < ranks[names[j]] || (ranks[names[i]] == ranks[names[j]] && names[i] < names[j])
+	})
 	return names
 }
 

@@ -263,7 +263,9 @@ func (c *client) do(method, path string, body any, headers ...string) *response 
 	return &response{Response: resp, body: data}
 }
 
-func (c *client) get(path string, headers ...string) *response { return c.do("GET", path, nil, headers...) }
+func (c *client) get(path string, headers ...string) *response {
+	return c.do("GET", path, nil, headers...)
+}
 
 // cookie returns the value of the named cookie the jar holds for the instance.
 func (c *client) cookie(name string) string {
