@@ -92,7 +92,7 @@ func (a *API) createAccessRequest(r *http.Request, sub *core.Subject, in accessR
 	if in.RequestedRole == "" {
 		in.RequestedRole = "user"
 	}
-	if !a.rt.Policy.RoleExists(in.RequestedRole) {
+	if !a.rt.Policy().RoleExists(in.RequestedRole) {
 		return store.AccessRequest{}, validation(fmt.Sprintf("unknown role %q", in.RequestedRole))
 	}
 	if in.Name == "" {
@@ -208,7 +208,7 @@ func (a *API) decideAccessRequest(w http.ResponseWriter, r *http.Request, route,
 	if !ok {
 		return nil, nil
 	}
-	if approve && !a.rt.Policy.RoleExists(in.Role) {
+	if approve && !a.rt.Policy().RoleExists(in.Role) {
 		return nil, validation(fmt.Sprintf("unknown role %q", in.Role))
 	}
 	if utf8.RuneCountInString(in.Comment) > maxCommentChars {

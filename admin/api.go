@@ -45,6 +45,15 @@ func NewAPI(rt *core.Runtime) *API {
 		{"GET /api/access/requests", a.listRequests},
 		{"PUT /api/access/{id}/approve", a.approve},
 		{"PUT /api/access/{id}/deny", a.deny},
+		{"GET /api/users", a.listUsers},
+		{"GET /api/users/{id}", a.getUser},
+		{"PUT /api/users/{id}/role", a.setRole},
+		{"PUT /api/users/{id}/status", a.setStatus},
+		{"DELETE /api/users/{id}", a.deleteUser},
+		{"GET /api/users/{id}/activity", a.userActivity},
+		{"GET /api/audit", a.audit},
+		{"GET /api/settings", a.getSettings},
+		{"PUT /api/settings", a.putSettings},
 		{"GET /api/health", a.health},
 	}
 	for _, rt := range routes {
@@ -54,7 +63,7 @@ func NewAPI(rt *core.Runtime) *API {
 	// Paths Gatehouse owns answer 404/405 themselves instead of falling
 	// through to the backend; everything else under the prefix (an Ollama
 	// backend's /api/chat, say) is the backend's.
-	for _, p := range []string{"/api/auth/", "/api/access/", "/api/health"} {
+	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/health"} {
 		a.mux.HandleFunc(a.apiPath(p), a.unknownRoute)
 	}
 	a.pages.register(a.mux)

@@ -192,7 +192,7 @@ func (a *API) me(w http.ResponseWriter, r *http.Request, route string) {
 	ctx := r.Context()
 	perms := []string{}
 	if sub.User.Status == store.StatusActive {
-		p, err := a.rt.Policy.Permissions(ctx, sub.User.Role)
+		p, err := a.rt.Policy().Permissions(ctx, sub.User.Role)
 		if err != nil {
 			a.writeError(w, r, err)
 			return

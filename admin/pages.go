@@ -148,7 +148,7 @@ func (p *pages) canReview(r *http.Request, sub *core.Subject) bool {
 func (p *pages) canonical(path string) string { return "/gatehouse" + path }
 
 func (p *pages) roles() []string {
-	ranks := p.a.rt.Policy.Roles()
+	ranks := p.a.rt.Policy().Roles()
 	names := make([]string, 0, len(ranks))
 	for name := range ranks {
 		names = append(names, name)

@@ -64,8 +64,8 @@ type App struct {
 
 // StoreConfig names a store backend and its data source.
 type StoreConfig struct {
-	Driver string `json:"driver,omitempty"` // sqlite
-	DSN    string `json:"dsn,omitempty"`    // a file path for sqlite
+	Driver string `json:"driver,omitempty"` // sqlite or postgres
+	DSN    string `json:"dsn,omitempty"`    // a file path for sqlite, a URL for postgres
 }
 
 // OIDCConfig is an OpenID Connect provider registration.
@@ -203,8 +203,15 @@ func (a *App) Validate() error {
 	}
 	switch a.Store.Driver {
 	case "sqlite":
+	case "postgres":
+		if a.Store.DSN == "" {
+			return errors.New("gatehouse: store: postgres needs a connection URL")
+		}
+		if a.Secret == "" && a.SecretFile == "" {
+			return errors.New("gatehouse: secret is required with store postgres (every instance needs the same one)")
+		}
 	default:
-		return fmt.Errorf("gatehouse: store: unknown driver %q (supported: sqlite)", a.Store.Driver)
+		return fmt.Errorf("gatehouse: store: unknown driver %q (supported: sqlite, postgres)", a.Store.Driver)
 	}
 	if a.Redis != "" {
 		return errors.New("gatehouse: redis: not supported by this version yet; remove the directive")
@@ -259,7 +266,8 @@ func (a *App) runtimeOptions() core.Options {
 		PublicURL:          a.PublicURL,
 		APIPrefix:          a.APIPrefix,
 		PagesPrefix:        a.PagesPrefix,
-		StorePath:          a.Store.DSN,
+		StoreDriver:        a.Store.Driver,
+		StoreDSN:           a.Store.DSN,
 		Secret:             a.Secret,
 		SecretFile:         a.SecretFile,
 		BootstrapAdmins:    a.BootstrapAdmins,

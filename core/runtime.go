@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,7 +33,8 @@ type Options struct {
 	PublicURL          string
 	APIPrefix          string
 	PagesPrefix        string
-	StorePath          string
+	StoreDriver        string // "sqlite" or "postgres"
+	StoreDSN           string // a file path for sqlite, a URL for postgres
 	Secret             string
 	SecretFile         string
 	OIDC               identity.RPConfig // Issuer, ClientID, ClientSecret, Scopes
@@ -59,11 +61,13 @@ type Runtime struct {
 	DevIdP      *devidp.Provider
 	LoginSealer *keys.Sealer
 	Keys        *keys.Ring
-	Policy      *policy.Engine
 	Notify      notify.Config
 	Logger      *zap.Logger
 
 	bootstrapAdmins map[string]bool
+	policyPaths     []string
+	policy          atomic.Pointer[policy.Engine]
+	settingsRaw     atomic.Pointer[[]byte]
 	notifier        *notify.Worker
 	assertions      assertionCache
 
@@ -92,7 +96,7 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
 	}
 
-	rt.Store, err = store.OpenSQLite(ctx, o.StorePath)
+	rt.Store, err = openStore(ctx, o.StoreDriver, o.StoreDSN)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -113,8 +117,8 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 
-	rt.Policy, err = policy.New(ctx, policy.Options{Paths: o.PolicyPaths})
-	if err != nil {
+	rt.policyPaths = o.PolicyPaths
+	if err := rt.loadPolicy(ctx); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 
@@ -141,6 +145,16 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 
 	ok = true
 	return rt, nil
+}
+
+func openStore(ctx context.Context, driver, dsn string) (store.Store, error) {
+	switch driver {
+	case "", "sqlite":
+		return store.OpenSQLite(ctx, dsn)
+	case "postgres":
+		return store.OpenPostgres(ctx, dsn)
+	}
+	return nil, fmt.Errorf("unknown driver %q", driver)
 }
 
 func loadSecret(o Options, logger *zap.Logger) (*keys.Secret, error) {
@@ -212,7 +226,11 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 func (rt *Runtime) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.stop = cancel
-	rt.wg.Add(2)
+	rt.wg.Add(3)
+	go func() {
+		defer rt.wg.Done()
+		rt.watchSettings(ctx)
+	}()
 	go func() {
 		defer rt.wg.Done()
 		rt.notifier.Run(ctx)

@@ -118,7 +118,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 			Auth:   s.Auth,
 		}
 	}
-	dec, err := rt.Policy.Decide(r.Context(), in)
+	dec, err := rt.Policy().Decide(r.Context(), in)
 	if err != nil {
 		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
 	}

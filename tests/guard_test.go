@@ -16,8 +16,15 @@ import (
 	"github.com/gatehouse/gatehouse/store"
 )
 
-// activeClient signs email in and approves them (as alice) when needed.
+// activeClient signs email in and has alice approve them as a user.
 func activeClient(t *testing.T, in *instance, email string) *client {
+	t.Helper()
+	return clientWithRole(t, in, email, "user")
+}
+
+// clientWithRole signs email in and, unless it is the bootstrap admin, has
+// alice approve their access request with role.
+func clientWithRole(t *testing.T, in *instance, email, role string) *client {
 	t.Helper()
 	c := in.newClient()
 	c.signIn(email, "")
@@ -30,11 +37,17 @@ func activeClient(t *testing.T, in *instance, email string) *client {
 	}
 	admin := in.newClient()
 	admin.signIn(alice, "")
-	ok := admin.do("PUT", "/api/access/"+req.json(t)["id"].(string)+"/approve", map[string]any{})
+	ok := admin.do("PUT", "/api/access/"+req.json(t)["id"].(string)+"/approve", map[string]any{"role": role})
 	if ok.StatusCode != http.StatusOK {
-		t.Fatalf("approve %s: %d %s", email, ok.StatusCode, ok.body)
+		t.Fatalf("approve %s as %s: %d %s", email, role, ok.StatusCode, ok.body)
 	}
 	return c
+}
+
+// userID is the caller's own user ID.
+func (c *client) userID() string {
+	c.t.Helper()
+	return c.get("/api/auth/me").json(c.t)["user"].(map[string]any)["id"].(string)
 }
 
 // withStore opens the instance's SQLite store beside the running process.

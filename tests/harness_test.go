@@ -51,6 +51,8 @@ const (
 	carol = "carol@example.com"
 	dave  = "dave@example.com"
 	erin  = "erin@example.com"
+	frank = "frank@example.com"
+	grace = "grace@example.com"
 )
 
 // instance is one running Gatehouse process.
@@ -98,6 +100,8 @@ func (in *instance) caddyfile() string {
 			user %s "Carol Clerk"
 			user %s "Dave Doe"
 			user %s "Erin Extra"
+			user %s "Frank Manager"
+			user %s "Grace Target"
 		}
 		bootstrap_admin %s
 %s
@@ -110,7 +114,7 @@ http://127.0.0.1:%d {
 		flush_interval -1
 	}
 }
-`, in.URL, filepath.Join(in.dir, "data", "gatehouse.db"), alice, bob, carol, dave, erin, alice, in.cfg.extraGlobal, in.port, in.backend.addr)
+`, in.URL, filepath.Join(in.dir, "data", "gatehouse.db"), alice, bob, carol, dave, erin, frank, grace, alice, in.cfg.extraGlobal, in.port, in.backend.addr)
 }
 
 func (in *instance) start() {

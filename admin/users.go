@@ -1,0 +1,265 @@
+package admin
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+func (a *API) listUsers(w http.ResponseWriter, r *http.Request, route string) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return
+	}
+	q := r.URL.Query()
+	f := store.UserFilter{Status: q.Get("status"), Role: q.Get("role"), Query: q.Get("q"), Cursor: q.Get("cursor")}
+	switch f.Status {
+	case "", store.StatusPending, store.StatusActive, store.StatusSuspended, store.StatusDenied:
+	default:
+		writeProblem(w, validation("status must be pending, active, suspended or denied"))
+		return
+	}
+	limit, err := parseLimit(q.Get("limit"))
+	if err != nil {
+		writeProblem(w, validation(err.Error()))
+		return
+	}
+	f.Limit = limit
+	users, next, err := a.rt.Store.ListUsers(r.Context(), f)
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if users == nil {
+		users = []store.User{}
+	}
+	var cursor any
+	if next != "" {
+		cursor = next
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"users": users, "next_cursor": cursor})
+}
+
+func parseLimit(v string) (int, error) {
+	if v == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 200 {
+		return 0, errors.New("limit must be a number from 1 to 200")
+	}
+	return n, nil
+}
+
+// loadTarget authorizes the route, then loads the user it acts on and asks the
+// policy again with that user as the target (and the change, if any). The
+// first check keeps callers without the permission from probing which IDs exist.
+func (a *API) loadTarget(w http.ResponseWriter, r *http.Request, route string, change *policy.Change) (*core.Subject, *store.User, bool) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return nil, nil, false
+	}
+	target, err := a.rt.Store.GetUser(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeProblem(w, notFound("user"))
+		return nil, nil, false
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return nil, nil, false
+	}
+	sub, ok := a.authorize(w, r, route, &policy.Target{ID: target.ID, Role: target.Role, Status: target.Status}, change)
+	return sub, &target, ok
+}
+
+func (a *API) getUser(w http.ResponseWriter, r *http.Request, route string) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return
+	}
+	u, err := a.rt.Store.GetUser(r.Context(), r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
+		writeProblem(w, notFound("user"))
+		return
+	}
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *API) setRole(w http.ResponseWriter, r *http.Request, route string) {
+	var in struct {
+		Role string `json:"role"`
+	}
+	if err := decodeJSON(w, r, &in, false); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if !a.rt.Policy().RoleExists(in.Role) {
+		writeProblem(w, validation(fmt.Sprintf("unknown role %q", in.Role)))
+		return
+	}
+	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Role: in.Role})
+	if !ok {
+		return
+	}
+	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.role_changed", ActorID: sub.User.ID, TargetID: target.ID,
+		Detail: map[string]any{"from": target.Role, "to": in.Role}})
+	u, err := a.rt.Store.SetUserRole(r.Context(), target.ID, in.Role, audit)
+	if err != nil {
+		a.writeError(w, r, userWriteError(err))
+		return
+	}
+	a.rt.LogEvent(audit)
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *API) setStatus(w http.ResponseWriter, r *http.Request, route string) {
+	var in struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+	}
+	if err := decodeJSON(w, r, &in, false); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if in.Status != store.StatusActive && in.Status != store.StatusSuspended {
+		writeProblem(w, validation(`status must be "active" or "suspended"`))
+		return
+	}
+	if utf8.RuneCountInString(in.Reason) > maxCommentChars {
+		writeProblem(w, validation(fmt.Sprintf("reason must be at most %d characters", maxCommentChars)))
+		return
+	}
+	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Status: in.Status})
+	if !ok {
+		return
+	}
+	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.status_changed", ActorID: sub.User.ID, TargetID: target.ID,
+		Detail: map[string]any{"from": target.Status, "to": in.Status, "reason": in.Reason}})
+	u, err := a.rt.Store.SetUserStatus(r.Context(), target.ID, in.Status, audit)
+	if err != nil {
+		a.writeError(w, r, userWriteError(err))
+		return
+	}
+	a.rt.LogEvent(audit)
+	writeJSON(w, http.StatusOK, u)
+}
+
+func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, route string) {
+	sub, target, ok := a.loadTarget(w, r, route, nil)
+	if !ok {
+		return
+	}
+	if target.ID == sub.User.ID {
+		writeProblem(w, conflict("self", "you cannot delete yourself"))
+		return
+	}
+	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.deleted", ActorID: sub.User.ID, TargetID: target.ID,
+		Detail: map[string]any{"email": target.Email, "role": target.Role}})
+	if err := a.rt.Store.DeleteUser(r.Context(), target.ID, audit); err != nil {
+		a.writeError(w, r, userWriteError(err))
+		return
+	}
+	a.rt.LogEvent(audit)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// userWriteError maps the store's refusals of user changes to problems.
+func userWriteError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		return conflict("last_admin", "this change would leave no active admin")
+	case errors.Is(err, store.ErrNotFound):
+		return notFound("user")
+	}
+	return err
+}
+
+func (a *API) userActivity(w http.ResponseWriter, r *http.Request, route string) {
+	if _, _, ok := a.loadTarget(w, r, route, nil); !ok {
+		return
+	}
+	a.listEvents(w, r, r.PathValue("id"))
+}
+
+func (a *API) audit(w http.ResponseWriter, r *http.Request, route string) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return
+	}
+	a.listEvents(w, r, r.URL.Query().Get("user_id"))
+}
+
+// listEvents answers {"events":[…],"next_cursor"} newest first; ?type= filters,
+// ?before= is the cursor of the previous page.
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request, userID string) {
+	q := r.URL.Query()
+	limit, err := parseLimit(q.Get("limit"))
+	if err != nil {
+		writeProblem(w, validation(err.Error()))
+		return
+	}
+	var before int64
+	if v := q.Get("before"); v != "" {
+		before, err = strconv.ParseInt(v, 10, 64)
+		if err != nil || before <= 0 {
+			writeProblem(w, validation("before must be an event id from a previous page"))
+			return
+		}
+	}
+	events, err := a.rt.Store.ListAudit(r.Context(), store.AuditFilter{UserID: userID, Type: q.Get("type"), Before: before, Limit: limit})
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if events == nil {
+		events = []store.AuditEvent{}
+	}
+	var next any
+	if len(events) == limit {
+		next = strconv.FormatInt(events[len(events)-1].ID, 10)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": events, "next_cursor": next})
+}
+
+func (a *API) getSettings(w http.ResponseWriter, r *http.Request, route string) {
+	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
+		return
+	}
+	s, err := a.rt.Settings(r.Context())
+	if err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) {
+	sub, ok := a.authorize(w, r, route, nil, nil)
+	if !ok {
+		return
+	}
+	var in core.Settings
+	if err := decodeJSON(w, r, &in, false); err != nil {
+		a.writeError(w, r, err)
+		return
+	}
+	if in.Roles == nil {
+		in.Roles = map[string]core.RoleSetting{}
+	}
+	if err := a.rt.PutSettings(r.Context(), in); err != nil {
+		if errors.Is(err, core.ErrInvalidSettings) {
+			writeProblem(w, validation(err.Error()))
+			return
+		}
+		a.writeError(w, r, err)
+		return
+	}
+	a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "settings.changed", ActorID: sub.User.ID})
+	writeJSON(w, http.StatusOK, in)
+}

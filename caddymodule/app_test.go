@@ -1,0 +1,300 @@
+package caddymodule
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// validApp is the smallest configuration Gatehouse starts with; each case of
+// TestValidateRejects breaks one thing in it.
+func validApp() *App {
+	return &App{
+		PublicURL: "https://chat.example.com",
+		OIDC:      &OIDCConfig{Issuer: "https://accounts.example.com", ClientID: "gatehouse"},
+	}
+}
+
+// defaulted applies the defaults as Provision does before it validates.
+func defaulted(a *App) *App {
+	a.applyDefaults()
+	return a
+}
+
+func TestApplyDefaults(t *testing.T) {
+	tests := []struct {
+		name string
+		in   *App
+		want *App
+	}{
+		{
+			name: "minimal oidc configuration",
+			in:   validApp(),
+			want: &App{
+				PublicURL:        "https://chat.example.com",
+				Store:            &StoreConfig{Driver: "sqlite", DSN: filepath.Join("data", "gatehouse.db")},
+				SecretFile:       filepath.Join("data", "gatehouse.key"),
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				OIDC:             &OIDCConfig{Issuer: "https://accounts.example.com", ClientID: "gatehouse", Scopes: []string{"openid", "email", "profile"}},
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "trailing slash of public_url is dropped",
+			in:   &App{PublicURL: "http://localhost:8080/", DevIdP: &DevIdPConfig{Users: []DevUser{{Email: "a@example.com"}}}},
+			want: &App{
+				PublicURL:        "http://localhost:8080",
+				Store:            &StoreConfig{Driver: "sqlite", DSN: filepath.Join("data", "gatehouse.db")},
+				SecretFile:       filepath.Join("data", "gatehouse.key"),
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				DevIdP:           &DevIdPConfig{Users: []DevUser{{Email: "a@example.com"}}},
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "secret_file lives beside a custom sqlite file",
+			in:   &App{Store: &StoreConfig{Driver: "sqlite", DSN: "/var/lib/gatehouse/gh.db"}},
+			want: &App{
+				Store:            &StoreConfig{Driver: "sqlite", DSN: "/var/lib/gatehouse/gh.db"},
+				SecretFile:       "/var/lib/gatehouse/gatehouse.key",
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "a driver-less store is sqlite",
+			in:   &App{Store: &StoreConfig{DSN: "gh.db"}},
+			want: &App{
+				Store:            &StoreConfig{Driver: "sqlite", DSN: "gh.db"},
+				SecretFile:       "gatehouse.key",
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "a secret means no secret_file",
+			in:   &App{Secret: strings.Repeat("s", 32)},
+			want: &App{
+				Store:            &StoreConfig{Driver: "sqlite", DSN: filepath.Join("data", "gatehouse.db")},
+				Secret:           strings.Repeat("s", 32),
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "postgres gets neither a file path nor a secret_file",
+			in:   &App{Store: &StoreConfig{Driver: "postgres", DSN: "postgres://db/gh"}},
+			want: &App{
+				Store:            &StoreConfig{Driver: "postgres", DSN: "postgres://db/gh"},
+				APIPrefix:        "/api",
+				PagesPrefix:      "/gatehouse",
+				SigningAlgorithm: "ES256",
+			},
+		},
+		{
+			name: "explicit values are kept",
+			in: &App{
+				PublicURL:          "https://gh.example.com",
+				Store:              &StoreConfig{Driver: "sqlite", DSN: "/srv/gh.db"},
+				SecretFile:         "/etc/gh.key",
+				APIPrefix:          "/gh-api",
+				PagesPrefix:        "/gh",
+				OIDC:               &OIDCConfig{Issuer: "https://idp", ClientID: "c", Scopes: []string{"openid"}},
+				SessionLifetime:    caddy.Duration(time.Hour),
+				SessionIdleTimeout: caddy.Duration(time.Minute),
+				SigningAlgorithm:   "RS256",
+			},
+			want: &App{
+				PublicURL:          "https://gh.example.com",
+				Store:              &StoreConfig{Driver: "sqlite", DSN: "/srv/gh.db"},
+				SecretFile:         "/etc/gh.key",
+				APIPrefix:          "/gh-api",
+				PagesPrefix:        "/gh",
+				OIDC:               &OIDCConfig{Issuer: "https://idp", ClientID: "c", Scopes: []string{"openid"}},
+				SessionLifetime:    caddy.Duration(time.Hour),
+				SessionIdleTimeout: caddy.Duration(time.Minute),
+				SigningAlgorithm:   "RS256",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.in.applyDefaults()
+			got, want := indentedJSON(t, tt.in), indentedJSON(t, tt.want)
+			if got != want {
+				t.Errorf("after applyDefaults got\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*App)
+	}{
+		{"minimal oidc configuration", func(*App) {}},
+		{"http public_url with a port and a trailing slash", func(a *App) { a.PublicURL = "http://localhost:8080/" }},
+		{"dev_idp instead of oidc", func(a *App) {
+			a.OIDC = nil
+			a.DevIdP = &DevIdPConfig{Users: []DevUser{{Email: "alice@example.com", Name: "Alice"}}}
+		}},
+		{"dev_idp beside an incomplete oidc", func(a *App) {
+			a.OIDC = &OIDCConfig{}
+			a.DevIdP = &DevIdPConfig{Users: []DevUser{{Email: "alice@example.com"}}}
+		}},
+		{"postgres with a URL and a secret", func(a *App) {
+			a.Store = &StoreConfig{Driver: "postgres", DSN: "postgres://postgres@127.0.0.1:5432/test"}
+			a.Secret = strings.Repeat("x", 32)
+		}},
+		{"postgres with a secret_file", func(a *App) {
+			a.Store = &StoreConfig{Driver: "postgres", DSN: "postgres://db/gh"}
+			a.SecretFile = "/etc/gatehouse/key"
+		}},
+		{"EdDSA", func(a *App) { a.SigningAlgorithm = "EdDSA" }},
+		{"RS256", func(a *App) { a.SigningAlgorithm = "RS256" }},
+		{"secret of exactly 32 characters", func(a *App) { a.Secret = strings.Repeat("k", 32) }},
+		{"complete notify", func(a *App) {
+			a.Notify = &NotifyConfig{
+				Webhooks: []WebhookConfig{{URL: "https://hooks.example.com/x", Secret: "k"}, {URL: "http://10.0.0.5:9000/", Secret: "k"}},
+				SMTP:     &SMTPConfig{Host: "smtp.example.com", From: "gatehouse@example.com"},
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := validApp()
+			tt.modify(a)
+			if err := defaulted(a).Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		modify  func(*App)
+		wantErr string
+	}{
+		{"missing public_url", func(a *App) { a.PublicURL = "" }, "gatehouse: public_url is required"},
+		{"ftp public_url", func(a *App) { a.PublicURL = "ftp://chat.example.com" }, `gatehouse: public_url "ftp://chat.example.com" must be an absolute http(s) URL`},
+		{"relative public_url", func(a *App) { a.PublicURL = "chat.example.com" }, `gatehouse: public_url "chat.example.com" must be an absolute http(s) URL`},
+		{"public_url without host", func(a *App) { a.PublicURL = "https://" }, `gatehouse: public_url "https:" must be an absolute http(s) URL`},
+		{"unparsable public_url", func(a *App) { a.PublicURL = "https://bad host" }, `gatehouse: public_url "https://bad host" must be an absolute http(s) URL`},
+		{"public_url with a path", func(a *App) { a.PublicURL = "https://example.com/chat" }, `gatehouse: public_url "https://example.com/chat" must not have a path`},
+		{"public_url with a path and a trailing slash", func(a *App) { a.PublicURL = "https://example.com/chat/" }, `gatehouse: public_url "https://example.com/chat" must not have a path`},
+		{"unknown store driver", func(a *App) { a.Store = &StoreConfig{Driver: "mysql", DSN: "x"} }, `gatehouse: store: unknown driver "mysql" (supported: sqlite, postgres)`},
+		{"postgres without a URL", func(a *App) {
+			a.Store = &StoreConfig{Driver: "postgres"}
+			a.Secret = strings.Repeat("x", 32)
+		}, "gatehouse: store: postgres needs a connection URL"},
+		{"postgres without a secret", func(a *App) { a.Store = &StoreConfig{Driver: "postgres", DSN: "postgres://db/gh"} }, "gatehouse: secret is required with store postgres"},
+		{"redis", func(a *App) { a.Redis = "redis://127.0.0.1:6379" }, "gatehouse: redis: not supported by this version yet"},
+		{"missing oidc", func(a *App) { a.OIDC = nil }, "gatehouse: oidc is required (or dev_idp for trying Gatehouse out)"},
+		{"oidc without issuer", func(a *App) { a.OIDC.Issuer = "" }, "gatehouse: oidc: issuer is required"},
+		{"oidc without client_id", func(a *App) { a.OIDC.ClientID = "" }, "gatehouse: oidc: client_id is required"},
+		{"dev_idp without users", func(a *App) { a.DevIdP = &DevIdPConfig{} }, "gatehouse: dev_idp: at least one user is required"},
+		{"api_prefix without leading slash", func(a *App) { a.APIPrefix = "api" }, `gatehouse: api_prefix "api" must start with / and not end with /`},
+		{"api_prefix with trailing slash", func(a *App) { a.APIPrefix = "/api/" }, `gatehouse: api_prefix "/api/" must start with / and not end with /`},
+		{"api_prefix of the root", func(a *App) { a.APIPrefix = "/" }, `gatehouse: api_prefix "/" must start with / and not end with /`},
+		{"pages_prefix with a double slash", func(a *App) { a.PagesPrefix = "/gate//house" }, `gatehouse: pages_prefix "/gate//house"`},
+		{"pages_prefix without leading slash", func(a *App) { a.PagesPrefix = "gatehouse" }, `gatehouse: pages_prefix "gatehouse" must start with / and not end with /`},
+		{"equal prefixes", func(a *App) { a.APIPrefix, a.PagesPrefix = "/gh", "/gh" }, "gatehouse: api_prefix and pages_prefix must differ"},
+		{"pages_prefix equal to the default api_prefix", func(a *App) { a.PagesPrefix = "/api" }, "gatehouse: api_prefix and pages_prefix must differ"},
+		{"unknown signing_algorithm", func(a *App) { a.SigningAlgorithm = "HS256" }, `gatehouse: signing_algorithm "HS256": use ES256, EdDSA or RS256`},
+		{"signing_algorithm in lower case", func(a *App) { a.SigningAlgorithm = "es256" }, `gatehouse: signing_algorithm "es256"`},
+		{"secret of 31 characters", func(a *App) { a.Secret = strings.Repeat("k", 31) }, "gatehouse: secret must be at least 32 characters"},
+		{"webhook URL without scheme", func(a *App) {
+			a.Notify = &NotifyConfig{Webhooks: []WebhookConfig{{URL: "hooks.example.com/x", Secret: "k"}}}
+		}, `gatehouse: notify: webhook "hooks.example.com/x" must be an http(s) URL`},
+		{"webhook URL with another scheme", func(a *App) {
+			a.Notify = &NotifyConfig{Webhooks: []WebhookConfig{{URL: "ftp://hooks.example.com/x", Secret: "k"}}}
+		}, `gatehouse: notify: webhook "ftp://hooks.example.com/x" must be an http(s) URL`},
+		{"unparsable webhook URL", func(a *App) {
+			a.Notify = &NotifyConfig{Webhooks: []WebhookConfig{{URL: "https://hooks example", Secret: "k"}}}
+		}, `gatehouse: notify: webhook "https://hooks example" must be an http(s) URL`},
+		{"second webhook without secret", func(a *App) {
+			a.Notify = &NotifyConfig{Webhooks: []WebhookConfig{
+				{URL: "https://a.example.com", Secret: "k"},
+				{URL: "https://b.example.com"},
+			}}
+		}, `gatehouse: notify: webhook "https://b.example.com" needs a secret`},
+		{"smtp without host", func(a *App) {
+			a.Notify = &NotifyConfig{SMTP: &SMTPConfig{From: "gatehouse@example.com"}}
+		}, "gatehouse: notify: smtp needs host and from"},
+		{"smtp without from", func(a *App) {
+			a.Notify = &NotifyConfig{SMTP: &SMTPConfig{Host: "smtp.example.com"}}
+		}, "gatehouse: notify: smtp needs host and from"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := validApp()
+			tt.modify(a)
+			err := defaulted(a).Validate()
+			if err == nil {
+				t.Fatalf("Validate accepted %s", indentedJSON(t, a))
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("error %q does not contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// Provision replaces {env.*} placeholders before it validates, so a secret
+// can stay out of the Caddyfile.
+func TestExpandPlaceholdersReplacesEnvironmentValues(t *testing.T) {
+	t.Setenv("GH_TEST_URL", "https://chat.example.com")
+	t.Setenv("GH_TEST_SECRET", "s3cr3t")
+	a := &App{
+		PublicURL:  "{env.GH_TEST_URL}",
+		Redis:      "{env.GH_TEST_SECRET}",
+		Secret:     "{env.GH_TEST_SECRET}",
+		SecretFile: "/keys/{env.GH_TEST_SECRET}",
+		Store:      &StoreConfig{Driver: "postgres", DSN: "{env.GH_TEST_URL}"},
+		OIDC:       &OIDCConfig{Issuer: "{env.GH_TEST_URL}", ClientID: "{env.GH_TEST_SECRET}", ClientSecret: "{env.GH_TEST_SECRET}"},
+		Policy:     []string{"{env.GH_TEST_SECRET}.rego"},
+		Notify: &NotifyConfig{
+			Webhooks: []WebhookConfig{{URL: "{env.GH_TEST_URL}/hook", Secret: "{env.GH_TEST_SECRET}"}},
+			SMTP:     &SMTPConfig{Host: "{env.GH_TEST_SECRET}", Username: "{env.GH_TEST_SECRET}", Password: "{env.GH_TEST_SECRET}", From: "{env.GH_TEST_SECRET}"},
+		},
+	}
+	a.expandPlaceholders()
+	want := &App{
+		PublicURL:  "https://chat.example.com",
+		Redis:      "s3cr3t",
+		Secret:     "s3cr3t",
+		SecretFile: "/keys/s3cr3t",
+		Store:      &StoreConfig{Driver: "postgres", DSN: "https://chat.example.com"},
+		OIDC:       &OIDCConfig{Issuer: "https://chat.example.com", ClientID: "s3cr3t", ClientSecret: "s3cr3t"},
+		Policy:     []string{"s3cr3t.rego"},
+		Notify: &NotifyConfig{
+			Webhooks: []WebhookConfig{{URL: "https://chat.example.com/hook", Secret: "s3cr3t"}},
+			SMTP:     &SMTPConfig{Host: "s3cr3t", Username: "s3cr3t", Password: "s3cr3t", From: "s3cr3t"},
+		},
+	}
+	if got, want := indentedJSON(t, a), indentedJSON(t, want); got != want {
+		t.Errorf("after expandPlaceholders got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// An unset variable becomes empty, so Validate names the directive it left blank.
+func TestUnsetEnvironmentVariableFailsValidation(t *testing.T) {
+	a := validApp()
+	a.OIDC.ClientID = "{env.GH_TEST_SURELY_UNSET_VARIABLE}"
+	a.expandPlaceholders()
+	err := defaulted(a).Validate()
+	if err == nil || !strings.Contains(err.Error(), "gatehouse: oidc: client_id is required") {
+		t.Errorf("Validate error = %v; want one naming oidc client_id", err)
+	}
+}
