@@ -139,6 +139,18 @@ func (a *App) expandPlaceholders() {
 	a.PublicURL = r(a.PublicURL)
 	a.Redis = r(a.Redis)
 	a.Secret = r(a.Secret)
+	a.APIPrefix = r(a.APIPrefix)
+	a.PagesPrefix = r(a.PagesPrefix)
+	a.SigningAlgorithm = r(a.SigningAlgorithm)
+	for i, e := range a.BootstrapAdmins {
+		a.BootstrapAdmins[i] = r(e)
+	}
+	if a.DevIdP != nil {
+		for i := range a.DevIdP.Users {
+			a.DevIdP.Users[i].Email = r(a.DevIdP.Users[i].Email)
+			a.DevIdP.Users[i].Name = r(a.DevIdP.Users[i].Name)
+		}
+	}
 	a.SecretFile = r(a.SecretFile)
 	if a.Store != nil {
 		a.Store.DSN = r(a.Store.DSN)
@@ -154,7 +166,7 @@ func (a *App) expandPlaceholders() {
 			a.Notify.Webhooks[i].Secret = r(a.Notify.Webhooks[i].Secret)
 		}
 		if s := a.Notify.SMTP; s != nil {
-			s.Host, s.Username, s.Password, s.From = r(s.Host), r(s.Username), r(s.Password), r(s.From)
+			s.Host, s.Username, s.Password, s.From, s.TLS = r(s.Host), r(s.Username), r(s.Password), r(s.From), r(s.TLS)
 		}
 	}
 	for i, p := range a.Policy {
@@ -200,6 +212,11 @@ func (a *App) Validate() error {
 		return fmt.Errorf("gatehouse: public_url %q must be an absolute http(s) URL", a.PublicURL)
 	case u.Path != "" && u.Path != "/":
 		return fmt.Errorf("gatehouse: public_url %q must not have a path", a.PublicURL)
+	case u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(a.PublicURL, "?") || strings.Contains(a.PublicURL, "#"):
+		return fmt.Errorf("gatehouse: public_url %q must be only a scheme and a host", a.PublicURL)
+	}
+	if a.Store == nil {
+		return errors.New("gatehouse: store: not configured")
 	}
 	switch a.Store.Driver {
 	case "sqlite":
@@ -230,12 +247,21 @@ func (a *App) Validate() error {
 		return errors.New("gatehouse: dev_idp: at least one user is required")
 	}
 	for _, p := range []struct{ name, v string }{{"api_prefix", a.APIPrefix}, {"pages_prefix", a.PagesPrefix}} {
-		if !strings.HasPrefix(p.v, "/") || strings.HasSuffix(p.v, "/") || strings.Contains(p.v, "//") {
-			return fmt.Errorf("gatehouse: %s %q must start with / and not end with /", p.name, p.v)
+		if !validPrefix(p.v) {
+			return fmt.Errorf("gatehouse: %s %q must be a path like /api: letters, digits, - _ . / only, starting with / and not ending with /", p.name, p.v)
+		}
+		if within(p.v, "/dev-idp") || within(p.v, "/.well-known") {
+			return fmt.Errorf("gatehouse: %s %q clashes with /dev-idp or /.well-known", p.name, p.v)
 		}
 	}
-	if a.APIPrefix == a.PagesPrefix {
-		return errors.New("gatehouse: api_prefix and pages_prefix must differ")
+	if within(a.APIPrefix, a.PagesPrefix) || within(a.PagesPrefix, a.APIPrefix) {
+		return errors.New("gatehouse: api_prefix and pages_prefix must not contain one another")
+	}
+	if a.SessionLifetime < 0 || a.SessionIdleTimeout < 0 {
+		return errors.New("gatehouse: session_lifetime and session_idle_timeout must not be negative")
+	}
+	if a.SessionLifetime > 0 && a.SessionIdleTimeout > a.SessionLifetime {
+		return errors.New("gatehouse: session_idle_timeout must not exceed session_lifetime")
 	}
 	switch a.SigningAlgorithm {
 	case "ES256", "EdDSA", "RS256":
@@ -247,18 +273,46 @@ func (a *App) Validate() error {
 	}
 	if a.Notify != nil {
 		for _, w := range a.Notify.Webhooks {
-			if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return fmt.Errorf("gatehouse: notify: webhook %q must be an http(s) URL", w.URL)
 			}
 			if w.Secret == "" {
 				return fmt.Errorf("gatehouse: notify: webhook %q needs a secret", w.URL)
 			}
 		}
-		if s := a.Notify.SMTP; s != nil && (s.Host == "" || s.From == "") {
-			return errors.New("gatehouse: notify: smtp needs host and from")
+		if s := a.Notify.SMTP; s != nil {
+			if s.Host == "" || s.From == "" {
+				return errors.New("gatehouse: notify: smtp needs host and from")
+			}
+			if s.Port < 0 || s.Port > 65535 {
+				return fmt.Errorf("gatehouse: notify: smtp: bad port %d", s.Port)
+			}
+			switch s.TLS {
+			case "", "starttls", "tls", "none":
+			default:
+				return fmt.Errorf("gatehouse: notify: smtp: tls must be starttls, tls or none, not %q", s.TLS)
+			}
 		}
 	}
 	return nil
+}
+
+// validPrefix accepts a plain absolute path without a trailing slash.
+func validPrefix(p string) bool {
+	if len(p) < 2 || p[0] != '/' || strings.HasSuffix(p, "/") || strings.Contains(p, "//") {
+		return false
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-_./", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// within reports whether path p is base or lies under it.
+func within(p, base string) bool {
+	return p == base || strings.HasPrefix(p, base+"/")
 }
 
 func (a *App) runtimeOptions() core.Options {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -55,7 +56,10 @@ func init() {
 //			}
 //		}
 //	}
-func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("gatehouse: the global option may be given only once")
+	}
 	app := new(App)
 	if err := app.UnmarshalCaddyfile(d); err != nil {
 		return nil, err
@@ -260,6 +264,9 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 		return err
 	}
 	dur, err := caddy.ParseDuration(v)
+	if err == nil && dur < 0 {
+		err = errors.New("negative")
+	}
 	if err != nil {
 		return d.Errf("gatehouse: bad duration %q: %v", v, err)
 	}
