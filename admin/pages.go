@@ -244,9 +244,9 @@ func (p *pages) admin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *pages) decide(approve bool) http.HandlerFunc {
-	verb := "deny"
+	verb, notice := "deny", "denied"
 	if approve {
-		verb = "approve"
+		verb, notice = "approve", "approved"
 	}
 	route := "PUT /api/access/{id}/" + verb
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -287,7 +287,7 @@ func (p *pages) decide(approve bool) http.HandlerFunc {
 			p.a.logError(r, err)
 			p.renderError(w, http.StatusServiceUnavailable, "Temporarily unavailable", "The decision was not saved. Please try again shortly.")
 		default:
-			http.Redirect(w, r, back+"?notice="+verb+"d", http.StatusSeeOther)
+			http.Redirect(w, r, back+"?notice="+notice, http.StatusSeeOther)
 		}
 	}
 }
