@@ -264,6 +264,7 @@ func (a *API) decideAccessRequest(w http.ResponseWriter, r *http.Request, route,
 	case err != nil:
 		return nil, fmt.Errorf("decide access request %s: %w", id, err)
 	}
+	a.rt.InvalidateUser(requester.ID)
 	a.rt.LogEvent(audit)
 	a.rt.WakeNotifier()
 	return &result, nil

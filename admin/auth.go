@@ -96,6 +96,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
 		a.writeError(w, r, err)
 		return
 	}
+	a.rt.InvalidateUser(user.ID)
 	// Whatever session this browser had before is ended, so a planted cookie
 	// never becomes a signed-in session (session fixation).
 	if err := a.rt.Sessions.Destroy(ctx, r); err != nil && !errors.Is(err, identity.ErrNoSession) && !errors.Is(err, identity.ErrSessionInvalid) {

@@ -111,6 +111,7 @@ func (a *API) setRole(w http.ResponseWriter, r *http.Request, route string) {
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.role_changed", ActorID: sub.User.ID, TargetID: target.ID,
 		Detail: map[string]any{"from": target.Role, "to": in.Role}})
 	u, err := a.rt.Store.SetUserRole(r.Context(), target.ID, in.Role, audit)
+	a.rt.InvalidateUser(target.ID)
 	if err != nil {
 		a.writeError(w, r, userWriteError(err))
 		return
@@ -143,6 +144,7 @@ func (a *API) setStatus(w http.ResponseWriter, r *http.Request, route string) {
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.status_changed", ActorID: sub.User.ID, TargetID: target.ID,
 		Detail: map[string]any{"from": target.Status, "to": in.Status, "reason": in.Reason}})
 	u, err := a.rt.Store.SetUserStatus(r.Context(), target.ID, in.Status, audit)
+	a.rt.InvalidateUser(target.ID)
 	if err != nil {
 		a.writeError(w, r, userWriteError(err))
 		return
@@ -162,7 +164,9 @@ func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, route string) {
 	}
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.deleted", ActorID: sub.User.ID, TargetID: target.ID,
 		Detail: map[string]any{"email": target.Email, "role": target.Role}})
-	if err := a.rt.Store.DeleteUser(r.Context(), target.ID, audit); err != nil {
+	err := a.rt.Store.DeleteUser(r.Context(), target.ID, audit)
+	a.rt.InvalidateUser(target.ID)
+	if err != nil {
 		a.writeError(w, r, userWriteError(err))
 		return
 	}

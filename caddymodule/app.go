@@ -57,6 +57,13 @@ type App struct {
 	Notify *NotifyConfig `json:"notify,omitempty"`
 	// SigningAlgorithm is ES256 (default), EdDSA or RS256.
 	SigningAlgorithm string `json:"signing_algorithm,omitempty"`
+	// TokenLifetimes caps API token lifetimes per kind (personal, user: 90d; system: 365d).
+	TokenLifetimes map[string]caddy.Duration `json:"token_lifetimes,omitempty"`
+	// TokenAudiences are extra aud values of API tokens (besides "gatehouse").
+	TokenAudiences []string `json:"token_audiences,omitempty"`
+	// MaxStaleness is the oldest revocation view with which bearer tokens are
+	// still accepted (default 30s); past it they get 503.
+	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
 
 	rt     *core.Runtime
 	logger *zap.Logger
@@ -268,6 +275,17 @@ func (a *App) Validate() error {
 	default:
 		return fmt.Errorf("gatehouse: signing_algorithm %q: use ES256, EdDSA or RS256", a.SigningAlgorithm)
 	}
+	for kind, d := range a.TokenLifetimes {
+		if kind != "personal" && kind != "user" && kind != "system" {
+			return fmt.Errorf("gatehouse: token_lifetime: unknown token kind %q", kind)
+		}
+		if d < caddy.Duration(time.Minute) {
+			return fmt.Errorf("gatehouse: token_lifetime %s must be at least 1m", kind)
+		}
+	}
+	if a.MaxStaleness < 0 {
+		return errors.New("gatehouse: max_staleness must not be negative")
+	}
 	if a.Secret != "" && len(a.Secret) < 32 {
 		return errors.New("gatehouse: secret must be at least 32 characters")
 	}
@@ -329,7 +347,15 @@ func (a *App) runtimeOptions() core.Options {
 		SessionLifetime:    time.Duration(a.SessionLifetime),
 		SessionIdleTimeout: time.Duration(a.SessionIdleTimeout),
 		SigningAlgorithm:   a.SigningAlgorithm,
+		TokenAudiences:     a.TokenAudiences,
+		MaxStaleness:       time.Duration(a.MaxStaleness),
 		Logger:             a.logger,
+	}
+	if len(a.TokenLifetimes) > 0 {
+		o.TokenLifetimes = map[string]time.Duration{}
+		for kind, d := range a.TokenLifetimes {
+			o.TokenLifetimes[kind] = time.Duration(d)
+		}
 	}
 	if a.DevIdP != nil {
 		cfg := &devidp.Config{}

@@ -3,6 +3,9 @@ package caddymodule
 import (
 	"errors"
 	"strconv"
+	"strings"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -121,6 +124,27 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &a.SessionIdleTimeout)
 		case "signing_algorithm":
 			err = singleArg(d, &a.SigningAlgorithm)
+		case "token_lifetime":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("gatehouse: token_lifetime takes <personal|user|system> <duration>")
+			}
+			dur, err := caddy.ParseDuration(args[1])
+			if err != nil || dur <= 0 {
+				return d.Errf("gatehouse: token_lifetime: bad duration %q", args[1])
+			}
+			if a.TokenLifetimes == nil {
+				a.TokenLifetimes = map[string]caddy.Duration{}
+			}
+			a.TokenLifetimes[args[0]] = caddy.Duration(dur)
+		case "token_audience":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			a.TokenAudiences = append(a.TokenAudiences, args...)
+		case "max_staleness":
+			err = durationArg(d, &a.MaxStaleness)
 		case "notify":
 			a.Notify = new(NotifyConfig)
 			err = a.Notify.unmarshal(d)
@@ -286,16 +310,53 @@ func parseAPIDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 	return new(APIHandler), nil
 }
 
-// parseGuardDirective parses `gatehouse` (no arguments).
+// parseGuardDirective parses:
+//
+//	gatehouse {
+//		model_routes   <"METHOD /path">...   # replaces the default model routes
+//		listing_routes <"METHOD /path">...   # replaces the default model listings
+//		max_body       <size>                # e.g. 8MB
+//	}
 func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Guard)
 	h.Next()
 	if h.NextArg() {
 		return nil, h.ArgErr()
 	}
-	if h.NextBlock(0) {
-		return nil, h.Errf("gatehouse: unrecognized subdirective %s", h.Val())
+	for h.NextBlock(0) {
+		switch h.Val() {
+		case "model_routes", "listing_routes":
+			name := h.Val()
+			args := h.RemainingArgs()
+			if len(args) == 0 {
+				return nil, h.ArgErr()
+			}
+			for _, a := range args {
+				method, path, ok := strings.Cut(a, " ")
+				if !ok || method == "" || !strings.HasPrefix(path, "/") || method != strings.ToUpper(method) {
+					return nil, h.Errf("gatehouse: %s: %q must be a quoted \"METHOD /path\"", name, a)
+				}
+			}
+			if name == "model_routes" {
+				g.ModelRoutes = append(g.ModelRoutes, args...)
+			} else {
+				g.ListingRoutes = append(g.ListingRoutes, args...)
+			}
+		case "max_body":
+			var v string
+			if err := singleArg(h.Dispenser, &v); err != nil {
+				return nil, err
+			}
+			size, err := humanize.ParseBytes(v)
+			if err != nil || size == 0 || size > 1<<30 {
+				return nil, h.Errf("gatehouse: max_body: bad size %q (e.g. 8MB, at most 1GB)", v)
+			}
+			g.MaxBodyBytes = int64(size)
+		default:
+			return nil, h.Errf("gatehouse: unrecognized subdirective %s", h.Val())
+		}
 	}
-	return new(Guard), nil
+	return g, nil
 }
 
 // Interface guards

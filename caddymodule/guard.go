@@ -17,6 +17,15 @@ func init() {
 // Guard is the http.handlers.gatehouse module: it lets a request through to
 // the next handler only when Gatehouse allows it.
 type Guard struct {
+	// ModelRoutes ("METHOD /path") are requests whose JSON body names a model;
+	// default: the OpenAI-compatible and Ollama inference routes.
+	ModelRoutes []string `json:"model_routes,omitempty"`
+	// ListingRoutes are model listings filtered to what the caller may use;
+	// default: GET /v1/models and GET /api/tags.
+	ListingRoutes []string `json:"listing_routes,omitempty"`
+	// MaxBodyBytes bounds the body read to find the model (default 8 MiB).
+	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+
 	guard *guard.Guard
 }
 
@@ -34,7 +43,11 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: loading the gatehouse app: %w", err)
 	}
-	g.guard = guard.New(app.(*App).Runtime())
+	g.guard = guard.New(app.(*App).Runtime(), guard.Options{
+		ModelRoutes:   g.ModelRoutes,
+		ListingRoutes: g.ListingRoutes,
+		MaxBodyBytes:  g.MaxBodyBytes,
+	})
 	return nil
 }
 

@@ -26,7 +26,11 @@ import (
 	"github.com/gatehouse/gatehouse/notify"
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
+	"github.com/gatehouse/gatehouse/tokens"
 )
+
+// TokenAudience is the aud every Gatehouse API token carries.
+const TokenAudience = "gatehouse"
 
 // Options is the validated configuration the runtime is built from.
 type Options struct {
@@ -44,7 +48,10 @@ type Options struct {
 	SessionLifetime    time.Duration
 	SessionIdleTimeout time.Duration
 	SigningAlgorithm   string
-	Notify             notify.Config // Webhooks, SMTP
+	TokenLifetimes     map[string]time.Duration // longest life per token kind
+	TokenAudiences     []string                 // extra aud values of API tokens
+	MaxStaleness       time.Duration            // oldest revocation view that still accepts bearer tokens
+	Notify             notify.Config            // Webhooks, SMTP
 	Logger             *zap.Logger
 }
 
@@ -65,6 +72,15 @@ type Runtime struct {
 	Logger      *zap.Logger
 
 	bootstrapAdmins map[string]bool
+	tokenStore      store.TokenStore
+	tokens          *tokens.Verifier
+	tokenLifetimes  map[string]time.Duration
+	tokenAudiences  []string
+	maxStaleness    time.Duration
+	revoked         revocations
+	users           userCache
+	usage           tokenUsage
+	decisions       decisionCache
 	policyPaths     []string
 	policy          atomic.Pointer[policy.Engine]
 	settingsRaw     atomic.Pointer[[]byte]
@@ -112,9 +128,35 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		return nil, err
 	}
 	rt.LoginSealer = secret.Sealer("login-state")
-	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer("signing-keys"), keys.RingConfig{Algorithm: o.SigningAlgorithm}, time.Now)
+	rt.tokenLifetimes = map[string]time.Duration{
+		store.TokenPersonal: 90 * 24 * time.Hour,
+		store.TokenUser:     90 * 24 * time.Hour,
+		store.TokenSystem:   365 * 24 * time.Hour,
+	}
+	for kind, d := range o.TokenLifetimes {
+		rt.tokenLifetimes[kind] = d
+	}
+	var longest time.Duration
+	for _, d := range rt.tokenLifetimes {
+		longest = max(longest, d)
+	}
+	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer(keys.SigningKeyPurpose), keys.RingConfig{Algorithm: o.SigningAlgorithm, MaxTokenLifetime: longest}, time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	ts, ok := rt.Store.(store.TokenStore)
+	if !ok {
+		return nil, errors.New("store: this backend cannot keep API tokens")
+	}
+	rt.tokenStore = ts
+	rt.tokenAudiences = o.TokenAudiences
+	rt.maxStaleness = o.MaxStaleness
+	if rt.maxStaleness <= 0 {
+		rt.maxStaleness = 30 * time.Second
+	}
+	rt.tokens = tokens.NewVerifier(rt.Keys, tokens.VerifierConfig{Issuer: o.PublicURL, Audience: TokenAudience})
+	if err := rt.syncRevocations(ctx); err != nil {
+		return nil, fmt.Errorf("revocation list: %w", err)
 	}
 
 	rt.policyPaths = o.PolicyPaths
@@ -226,7 +268,15 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 func (rt *Runtime) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.stop = cancel
-	rt.wg.Add(3)
+	rt.wg.Add(5)
+	go func() {
+		defer rt.wg.Done()
+		rt.watchRevocations(ctx)
+	}()
+	go func() {
+		defer rt.wg.Done()
+		rt.flushTokenUsage(ctx)
+	}()
 	go func() {
 		defer rt.wg.Done()
 		rt.watchSettings(ctx)

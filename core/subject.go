@@ -32,6 +32,7 @@ type Subject struct {
 	User    store.User
 	Auth    string // "session" or "token"
 	Session *store.Session
+	Token   *TokenInfo
 }
 
 // Identify finds the request's subject. A failing store is ErrUnavailable,
@@ -39,9 +40,7 @@ type Subject struct {
 func (rt *Runtime) Identify(r *http.Request) (*Subject, error) {
 	ctx := r.Context()
 	if auth := r.Header.Get("Authorization"); auth != "" {
-		// API tokens are not issued yet; any Authorization header is refused
-		// rather than ignored so the guard fails closed.
-		return nil, fmt.Errorf("%w: unsupported authorization", ErrInvalidCredentials)
+		return rt.identifyBearer(ctx, auth)
 	}
 	sess, err := rt.Sessions.Lookup(ctx, r)
 	switch {
@@ -52,7 +51,7 @@ func (rt *Runtime) Identify(r *http.Request) (*Subject, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: session lookup: %v", ErrUnavailable, err)
 	}
-	user, err := rt.Store.GetUser(ctx, sess.UserID)
+	user, err := rt.User(ctx, sess.UserID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("%w: user of session is gone", ErrInvalidCredentials)
@@ -76,6 +75,7 @@ func (rt *Runtime) applyGrantExpiry(ctx context.Context, u store.User) (store.Us
 	if err != nil {
 		return u, fmt.Errorf("%w: expire access: %v", ErrUnavailable, err)
 	}
+	rt.InvalidateUser(u.ID)
 	rt.Audit(ctx, nil, AuditEvent{Type: "access.expired", TargetID: u.ID})
 	return updated, nil
 }
@@ -90,7 +90,16 @@ type DecisionRequest struct {
 }
 
 // Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
+// Backend decisions of a cacheable policy are remembered.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
+	engine := rt.Policy()
+	var key string
+	if d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable() {
+		key = decisionKey(d.Subject, r.Method, r.URL.Path, d.Model)
+		if dec, ok := rt.decisions.get(engine, key); ok {
+			return dec, nil
+		}
+	}
 	in := &policy.Input{
 		Request: policy.Request{
 			Method:  r.Method,
@@ -117,10 +126,16 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 			Status: s.User.Status,
 			Auth:   s.Auth,
 		}
+		if t := s.Token; t != nil {
+			in.Subject.Token = &policy.Token{ID: t.ID, Kind: t.Kind, Scope: t.Scope, Models: t.Models}
+		}
 	}
-	dec, err := rt.Policy().Decide(r.Context(), in)
+	dec, err := engine.Decide(r.Context(), in)
 	if err != nil {
 		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+	}
+	if key != "" {
+		rt.decisions.put(engine, key, dec)
 	}
 	return dec, nil
 }

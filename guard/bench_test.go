@@ -38,7 +38,7 @@ func BenchmarkGuardSession(b *testing.B) {
 	f := newFixture(b)
 	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
 	cookie := c.Name + "=" + c.Value
-	u, _ := url.Parse(publicURL + "/v1/models")
+	u, _ := url.Parse(publicURL + "/api/ps")
 	w := &discardWriter{h: http.Header{}}
 
 	b.ReportAllocs()
@@ -53,7 +53,7 @@ func BenchmarkGuardSession(b *testing.B) {
 
 func BenchmarkGuardAnonymous(b *testing.B) {
 	f := newFixture(b)
-	u, _ := url.Parse(publicURL + "/v1/models")
+	u, _ := url.Parse(publicURL + "/api/ps")
 	w := &discardWriter{h: http.Header{}}
 
 	b.ReportAllocs()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,13 +30,51 @@ const (
 
 // Guard is the per-request decision in front of the backend.
 type Guard struct {
-	rt  *core.Runtime
-	cop *http.CrossOriginProtection
+	rt       *core.Runtime
+	cop      *http.CrossOriginProtection
+	models   map[string]bool // "METHOD /path" of requests whose body names a model
+	listings map[string]bool // "METHOD /path" of model listings to filter
+	maxBody  int64
 }
 
+// Options tune a guard; zero values take the defaults.
+type Options struct {
+	ModelRoutes   []string // default DefaultModelRoutes
+	ListingRoutes []string // default DefaultListingRoutes
+	MaxBodyBytes  int64    // bound for reading a model request's body; default 8 MiB
+}
+
+// DefaultModelRoutes are the OpenAI-compatible and Ollama requests that name a model.
+var DefaultModelRoutes = []string{
+	"POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "POST /v1/responses",
+	"POST /api/chat", "POST /api/generate", "POST /api/embed",
+}
+
+// DefaultListingRoutes are the model listings the guard filters.
+var DefaultListingRoutes = []string{"GET /v1/models", "GET /api/tags"}
+
+// DefaultMaxBodyBytes bounds the body read to find the model.
+const DefaultMaxBodyBytes = 8 << 20
+
 // New returns a guard over the runtime.
-func New(rt *core.Runtime) *Guard {
-	return &Guard{rt: rt, cop: http.NewCrossOriginProtection()}
+func New(rt *core.Runtime, o Options) *Guard {
+	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), models: map[string]bool{}, listings: map[string]bool{}, maxBody: o.MaxBodyBytes}
+	if o.ModelRoutes == nil {
+		o.ModelRoutes = DefaultModelRoutes
+	}
+	if o.ListingRoutes == nil {
+		o.ListingRoutes = DefaultListingRoutes
+	}
+	for _, rt := range o.ModelRoutes {
+		g.models[rt] = true
+	}
+	for _, rt := range o.ListingRoutes {
+		g.listings[rt] = true
+	}
+	if g.maxBody <= 0 {
+		g.maxBody = DefaultMaxBodyBytes
+	}
+	return g
 }
 
 // Serve passes the request to next when the policy allows it, and otherwise
@@ -63,7 +102,17 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub})
+	route := r.Method + " " + r.URL.Path
+	var model *string
+	if g.models[route] {
+		m, ok := g.readModel(w, r)
+		if !ok {
+			return nil
+		}
+		model = &m
+	}
+
+	dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Model: model})
 	if err != nil {
 		g.unavailable(w, r, err)
 		return nil
@@ -82,12 +131,19 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	r.Header.Set(HeaderUserEmail, sub.User.Email)
 	r.Header.Set(HeaderRole, sub.User.Role)
 	r.Header.Set(HeaderAssertion, assertion)
+	if sub.Token != nil {
+		r.Header.Set(HeaderTokenID, sub.Token.ID)
+		r.Header.Del("Authorization") // a Gatehouse token never reaches the upstream
+	}
 	stripCredentials(r, g.rt.Sessions.CookieName(), identity.LoginCookieName(g.rt.Secure))
 
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.auth.user.id", sub.User.ID)
 		repl.Set("http.auth.user.email", sub.User.Email)
 		repl.Set("http.auth.user.role", sub.User.Role)
+	}
+	if g.listings[route] {
+		return g.filterListing(w, r, sub, next)
 	}
 	return next(w, r)
 }
@@ -100,24 +156,24 @@ func stripGatehouseHeaders(h http.Header) {
 	}
 }
 
-// stripCredentials keeps Gatehouse's own cookies from the upstream; the
-// backend's cookies pass untouched.
+// stripCredentials keeps Gatehouse's own cookies from the upstream; every
+// other cookie pair passes byte for byte (re-encoding them would quote values
+// with spaces or commas and drop ones Go cannot parse).
 func stripCredentials(r *http.Request, names ...string) {
-	cookies := r.Cookies()
-	if len(cookies) == 0 {
+	lines := r.Header.Values("Cookie")
+	if len(lines) == 0 {
 		return
 	}
-	kept := make([]string, 0, len(cookies))
-	for _, c := range cookies {
-		drop := false
-		for _, n := range names {
-			if c.Name == n {
-				drop = true
-				break
+	var kept []string
+	for _, line := range lines {
+		for _, pair := range strings.Split(line, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(pair), "=")
+			if slices.Contains(names, name) {
+				continue
 			}
-		}
-		if !drop {
-			kept = append(kept, c.String())
+			if p := strings.TrimSpace(pair); p != "" {
+				kept = append(kept, p)
+			}
 		}
 	}
 	r.Header.Del("Cookie")
@@ -133,8 +189,8 @@ func isBrowserNavigation(r *http.Request) bool {
 
 func (g *Guard) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, invalid bool) {
 	if isBrowserNavigation(r) {
-		if invalid {
-			http.SetCookie(w, g.rt.Sessions.ClearCookie())
+		if invalid && r.Header.Get("Authorization") == "" {
+			http.SetCookie(w, g.rt.Sessions.ClearCookie()) // the cookie was the bad credential
 		}
 		target := g.rt.APIPrefix + "/auth/login?rd=" + url.QueryEscape(r.URL.RequestURI())
 		http.Redirect(w, r, target, http.StatusSeeOther)

@@ -55,7 +55,7 @@ func newFixture(t testing.TB) *fixture {
 	}
 	// Close may report the store as already closed by a fail-closed test.
 	t.Cleanup(func() { _ = rt.Close() })
-	return &fixture{t: t, rt: rt, g: guard.New(rt)}
+	return &fixture{t: t, rt: rt, g: guard.New(rt, guard.Options{})}
 }
 
 // login records a first sign-in, as the OIDC callback would.
@@ -258,7 +258,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 		},
 		{
 			name: "API client without credentials gets a bearer challenge", method: "GET",
-			target: "/v1/models", opts: []reqOpt{apiClient},
+			target: "/api/ps", opts: []reqOpt{apiClient},
 			want: want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 				contentType: "application/problem+json", code: "unauthenticated"},
 		},
@@ -269,7 +269,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 				contentType: "application/problem+json", code: "unauthenticated"},
 		},
 		{
-			name: "empty session cookie counts as no credentials", method: "GET", target: "/v1/models",
+			name: "empty session cookie counts as no credentials", method: "GET", target: "/api/ps",
 			opts: []reqOpt{withCookie(&http.Cookie{Name: "gatehouse_session", Value: ""})},
 			want: want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 				contentType: "application/problem+json", code: "unauthenticated"},
@@ -286,7 +286,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 		},
 		{
 			name: "API client with an unknown session gets invalid_token", method: "GET",
-			target: "/v1/models", opts: []reqOpt{withCookie(unknown)},
+			target: "/api/ps", opts: []reqOpt{withCookie(unknown)},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
@@ -297,20 +297,20 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
-			name: "bearer token is refused until API tokens exist", method: "GET", target: "/v1/models",
+			name: "bearer token Gatehouse did not sign is invalid", method: "GET", target: "/api/ps",
 			opts: []reqOpt{withHeader("Authorization", "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
-			name: "basic credentials are refused", method: "GET", target: "/v1/models",
+			name: "basic credentials are refused", method: "GET", target: "/api/ps",
 			opts: []reqOpt{withHeader("Authorization", "Basic YWxpY2U6c2VjcmV0")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
 			name: "an Authorization header beside a valid session is still refused", method: "GET",
-			target: "/v1/models", opts: []reqOpt{withCookie(valid), withHeader("Authorization", "Bearer x")},
+			target: "/api/ps", opts: []reqOpt{withCookie(valid), withHeader("Authorization", "Bearer x")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
@@ -330,44 +330,51 @@ func TestGuardRefusesEndedSessions(t *testing.T) {
 
 	// The guard reads the runtime's sessions at request time, so a clock the
 	// test controls shows the guard's view of lifetimes without sleeping.
-	now := time.Now()
+	start := time.Now()
+	now := start
 	f.rt.Sessions = identity.NewSessions(f.rt.Store, identity.SessionConfig{}, func() time.Time { return now })
 
 	idle := f.session(u)
-	expired := f.session(u)
+	longLived := f.session(u)
 	revoked := f.session(u)
-	r := newRequest("GET", "/", withCookie(revoked))
-	if err := f.rt.Sessions.Destroy(ctx, r); err != nil {
+	if err := f.rt.Sessions.Destroy(ctx, newRequest("GET", "/", withCookie(revoked))); err != nil {
 		t.Fatalf("destroy session: %v", err)
 	}
 	carol := f.approve(f.login("carol@example.com", false), "user", nil)
-	deleted := f.session(carol)
+	ofDeletedUser := f.session(carol)
 	if err := f.rt.Store.DeleteUser(ctx, carol.ID, store.AuditEvent{}); err != nil {
 		t.Fatalf("delete user: %v", err)
 	}
 
-	// Use "expired" often enough that it never idles out, until it passes
-	// its 24h absolute lifetime; "idle" is left alone meanwhile.
+	refused := func(t *testing.T, c *http.Cookie) {
+		t.Helper()
+		w, up := f.serve(newRequest("GET", "/api/ps", withCookie(c)))
+		checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse", error="invalid_token"`,
+			contentType: "application/problem+json", code: "invalid_token"})
+	}
+	// useLongLived requests often enough that the session never idles out.
 	const step = 110 * time.Minute
-	elapsed := time.Duration(0)
-	for elapsed+step < 24*time.Hour {
-		now = now.Add(step)
-		elapsed += step
-		if w, _ := f.serve(newRequest("GET", "/v1/models", withCookie(expired))); w.Code != http.StatusNoContent {
-			t.Fatalf("session in use %v after sign-in: status %d, want it to pass", elapsed, w.Code)
+	useLongLived := func(until time.Duration) {
+		for {
+			if w, _ := f.serve(newRequest("GET", "/api/ps", withCookie(longLived))); w.Code != http.StatusNoContent {
+				t.Fatalf("session in use %v after sign-in: status %d, want it to pass", now.Sub(start), w.Code)
+			}
+			if now.Sub(start)+step >= until {
+				return
+			}
+			now = now.Add(step)
 		}
 	}
-	now = now.Add(step)
 
-	for name, c := range map[string]*http.Cookie{
-		"idle past the timeout": idle, "past its lifetime": expired, "revoked": revoked, "of a deleted user": deleted,
-	} {
-		t.Run(name, func(t *testing.T) {
-			w, up := f.serve(newRequest("GET", "/v1/models", withCookie(c)))
-			checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse", error="invalid_token"`,
-				contentType: "application/problem+json", code: "invalid_token"})
-		})
-	}
+	useLongLived(2 * time.Hour)
+	now = start.Add(2*time.Hour + time.Minute) // past the 2h idle timeout, well within the 24h lifetime
+	t.Run("idle past the timeout", func(t *testing.T) { refused(t, idle) })
+	t.Run("revoked", func(t *testing.T) { refused(t, revoked) })
+	t.Run("of a deleted user", func(t *testing.T) { refused(t, ofDeletedUser) })
+
+	useLongLived(24 * time.Hour)
+	now = start.Add(24 * time.Hour) // the absolute lifetime ends, though the session was used under 2h ago
+	t.Run("past its lifetime", func(t *testing.T) { refused(t, longLived) })
 }
 
 func TestGuardRefusesUsersWithoutAccess(t *testing.T) {
@@ -444,7 +451,7 @@ func TestGuardExpiredTemporaryGrantFallsBackToPending(t *testing.T) {
 	}
 	c := f.session(u)
 
-	w, up := f.serve(newRequest("GET", "/v1/models", withCookie(c)))
+	w, up := f.serve(newRequest("GET", "/api/ps", withCookie(c)))
 	checkRefusal(t, w, up, want{status: 403, contentType: "application/problem+json", code: "access_required"})
 
 	got, err := f.rt.Store.GetUser(context.Background(), u.ID)
@@ -456,7 +463,7 @@ func TestGuardExpiredTemporaryGrantFallsBackToPending(t *testing.T) {
 	}
 
 	// The session survives: the user can still reach the request-access page.
-	w, up = f.serve(newRequest("GET", "/v1/models", withCookie(c), browser))
+	w, up = f.serve(newRequest("GET", "/api/ps", withCookie(c), browser))
 	checkRefusal(t, w, up, want{status: 303, location: "/gatehouse/request-access"})
 }
 
@@ -464,7 +471,7 @@ func TestGuardGrantNotYetEndedPasses(t *testing.T) {
 	f := newFixture(t)
 	ends := time.Now().Add(time.Hour)
 	u := f.approve(f.login("tim@example.com", false), "user", &ends)
-	w, up := f.serve(newRequest("GET", "/v1/models", withCookie(f.session(u))))
+	w, up := f.serve(newRequest("GET", "/api/ps", withCookie(f.session(u))))
 	if w.Code != http.StatusNoContent || up.calls != 1 {
 		t.Fatalf("status %d, upstream calls %d; want the request passed once", w.Code, up.calls)
 	}
@@ -688,7 +695,7 @@ func TestGuardFailsClosedWhenTheStoreFails(t *testing.T) {
 	}
 
 	t.Run("anonymous requests are still refused as unauthenticated", func(t *testing.T) {
-		w, up := f.serve(newRequest("GET", "/v1/models"))
+		w, up := f.serve(newRequest("GET", "/api/ps"))
 		checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 			contentType: "application/problem+json", code: "unauthenticated"})
 	})

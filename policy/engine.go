@@ -141,6 +141,7 @@ type Engine struct {
 	decision    rego.PreparedEvalQuery
 	permissions rego.PreparedEvalQuery
 	roles       map[string]int
+	cacheable   bool
 }
 
 // New compiles the policy, prepares its queries once and checks that the
@@ -181,7 +182,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		return pq, nil
 	}
-	e := &Engine{roles: roles}
+	e := &Engine{roles: roles, cacheable: decisionsCacheable(modules)}
 	if e.decision, err = prepare(decisionQuery); err != nil {
 		return nil, err
 	}
@@ -194,6 +195,44 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+// Cacheable reports whether a decision depends only on the subject, the method,
+// the path and the model: true when no module reads the request's headers,
+// query or host, the clock (now_ns or time.now_ns), or passes input.request or
+// the whole input around. Callers may then cache backend decisions keyed by
+// those inputs (and this engine).
+func (e *Engine) Cacheable() bool { return e.cacheable }
+
+// uncacheableInputs are input paths that vary per request beyond the cache key.
+var uncacheableInputs = map[string]bool{"headers": true, "query": true, "host": true}
+
+func decisionsCacheable(modules []*ast.Module) bool {
+	cacheable := true
+	for _, m := range modules {
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if r.HasPrefix(ast.Ref{ast.VarTerm("time"), ast.StringTerm("now_ns")}) {
+				cacheable = false
+			}
+			if !r[0].Equal(ast.InputRootDocument) {
+				return false
+			}
+			switch {
+			case len(r) == 1:
+				cacheable = false // the whole input
+			case r[1].Value.Compare(ast.String("now_ns")) == 0:
+				cacheable = false
+			case r[1].Value.Compare(ast.String("request")) == 0:
+				if len(r) == 2 {
+					cacheable = false
+				} else if key, ok := r[2].Value.(ast.String); !ok || uncacheableInputs[string(key)] {
+					cacheable = false
+				}
+			}
+			return false
+		})
+	}
+	return cacheable
 }
 
 // Decide evaluates the policy for one request. Any error means the request

@@ -492,3 +492,40 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	})
 }
+
+func TestCacheableOnlyWhenThePolicyReadsTheKeyedInputs(t *testing.T) {
+	tests := []struct {
+		name   string
+		module string // extra module; "" for the default policy alone
+		want   bool
+	}{
+		{"default policy", "", true},
+		{"rule on the path", "package gatehouse.ext\n\ndeny contains \"x\" if input.request.path == \"/x\"\n", true},
+		{"rule on a header", "package gatehouse.ext\n\ndeny contains \"x\" if input.request.headers[\"x-a\"] == \"1\"\n", false},
+		{"rule on the query", "package gatehouse.ext\n\ndeny contains \"x\" if contains(input.request.query, \"a\")\n", false},
+		{"rule on the host", "package gatehouse.ext\n\ndeny contains \"x\" if input.request.host == \"h\"\n", false},
+		{"rule on the clock", "package gatehouse.ext\n\ndeny contains \"x\" if input.now_ns > 0\n", false},
+		{"rule on time.now_ns", "package gatehouse.ext\n\ndeny contains \"x\" if time.now_ns() > 0\n", false},
+		{"rule on the whole request", "package gatehouse.ext\n\nr := input.request\n\ndeny contains \"x\" if r.headers.a\n", false},
+		{"dynamic key into the request", "package gatehouse.ext\n\ndeny contains \"x\" if {\n\tsome k\n\tinput.request[k] == \"h\"\n}\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var paths []string
+			if tc.module != "" {
+				p := filepath.Join(t.TempDir(), "ext.rego")
+				if err := os.WriteFile(p, []byte(tc.module), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				paths = []string{p}
+			}
+			e, err := New(context.Background(), Options{Paths: paths})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.Cacheable(); got != tc.want {
+				t.Fatalf("Cacheable() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -324,9 +326,11 @@ func (s *Postgres) ExpireAccess(ctx context.Context, id string, now time.Time) (
 	return u, nil
 }
 
-// DeleteUser removes a user with their sessions and access requests; the
-// audit trail stays.
+// DeleteUser removes a user with their sessions and access requests and
+// revokes their API tokens as of the audit event's time; the audit trail and
+// the token records stay.
 func (s *Postgres) DeleteUser(ctx context.Context, id string, audit AuditEvent) error {
+	deletedAt := pgTime(nowOr(audit.Time))
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := lockAdmins(ctx, tx); err != nil {
 			return err
@@ -346,6 +350,13 @@ func (s *Postgres) DeleteUser(ctx context.Context, id string, audit AuditEvent) 
 			if _, err := tx.Exec(ctx, q, id); err != nil {
 				return err
 			}
+		}
+		// Revoking after the user row is deleted matters: that DELETE waits
+		// for a CreateToken holding the row FOR SHARE, and this statement's
+		// fresh snapshot then sees the token it committed.
+		if _, err := tx.Exec(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL`,
+			deletedAt, id); err != nil {
+			return err
 		}
 		return pgAppendAudit(ctx, tx, audit)
 	})
@@ -802,4 +813,143 @@ func (s *Postgres) PutSetting(ctx context.Context, key string, value []byte) err
 	return nil
 }
 
+// --- API tokens ---
+
+func pgGetToken(ctx context.Context, q pgQueryer, id string) (APIToken, error) {
+	t, err := scanToken(q.QueryRow(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
+	if err != nil {
+		return APIToken{}, fmt.Errorf("get token %s: %w", id, pgErr(err))
+	}
+	return t, nil
+}
+
+// CreateToken stores a token's metadata with its audit event; ErrConflict
+// when the ID exists, ErrNotFound when the subject user does not.
+func (s *Postgres) CreateToken(ctx context.Context, t APIToken, audit AuditEvent) (APIToken, error) {
+	args, err := tokenArgs(t)
+	if err != nil {
+		return APIToken{}, fmt.Errorf("create token: %w", err)
+	}
+	args = append(args, pgTime(nowOr(t.CreatedAt)), pgTime(t.ExpiresAt))
+	var out APIToken
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		// FOR SHARE holds off a concurrent DeleteUser until this token is
+		// committed, so that DeleteUser revokes it; after a committed
+		// deletion the row is gone and the token is refused.
+		if t.UserID != "" {
+			var one int
+			if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR SHARE`, t.UserID).Scan(&one); err != nil {
+				return fmt.Errorf("user %s: %w", t.UserID, pgErr(err))
+			}
+		}
+		if _, err := tx.Exec(ctx, insertToken, args...); err != nil {
+			return pgErr(err)
+		}
+		if err := pgAppendAudit(ctx, tx, audit); err != nil {
+			return err
+		}
+		stored, err := pgGetToken(ctx, tx, t.ID)
+		out = stored
+		return err
+	})
+	if err != nil {
+		return APIToken{}, fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return out, nil
+}
+
+// GetToken returns the token with id.
+func (s *Postgres) GetToken(ctx context.Context, id string) (APIToken, error) {
+	return pgGetToken(ctx, s.pool, id)
+}
+
+// ListTokens returns the tokens f selects, newest first.
+func (s *Postgres) ListTokens(ctx context.Context, f TokenFilter) ([]APIToken, error) {
+	w := tokenWhere(f, func(t time.Time) any { return pgTime(t) })
+	rows, err := s.pool.Query(ctx, `SELECT `+tokenColumns+` FROM api_tokens`+w.String()+tokenOrder, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []APIToken{}
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a token at the given time; the first revocation's time
+// stays and only it is audited. A concurrent second revocation waits for the
+// row lock, then finds revoked_at set and changes nothing.
+func (s *Postgres) RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEvent) (APIToken, error) {
+	var out APIToken
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`,
+			pgTime(at), id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 1 {
+			if err := pgAppendAudit(ctx, tx, audit); err != nil {
+				return err
+			}
+		}
+		out, err = pgGetToken(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return APIToken{}, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// RevokedTokens lists the revoked tokens that have not expired by now.
+func (s *Postgres) RevokedTokens(ctx context.Context, now time.Time) ([]RevokedToken, error) {
+	rows, err := s.pool.Query(ctx, revokedTokensQuery, pgTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("revoked tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []RevokedToken{}
+	for rows.Next() {
+		var r RevokedToken
+		if err := rows.Scan(&r.ID, timeCol{&r.ExpiresAt}, timeCol{&r.RevokedAt}); err != nil {
+			return nil, fmt.Errorf("revoked tokens: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("revoked tokens: %w", err)
+	}
+	return out, nil
+}
+
+// MarkTokensUsed records last-use times in one transaction and one round
+// trip; unknown IDs are ignored.
+func (s *Postgres) MarkTokensUsed(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	// Rows are locked in ID order, so that batches from several instances
+	// touching the same tokens cannot deadlock.
+	var batch pgx.Batch
+	for _, id := range slices.Sorted(maps.Keys(used)) {
+		batch.Queue(markTokenUsed, pgTime(used[id]), id)
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return tx.SendBatch(ctx, &batch).Close() })
+	if err != nil {
+		return fmt.Errorf("mark %d tokens used: %w", len(used), err)
+	}
+	return nil
+}
+
 var _ Store = (*Postgres)(nil)
+
+var _ TokenStore = (*Postgres)(nil)

@@ -428,9 +428,11 @@ func (s *SQLite) ExpireAccess(ctx context.Context, id string, now time.Time) (Us
 	return u, nil
 }
 
-// DeleteUser removes a user with their sessions and access requests; the
-// audit trail stays.
+// DeleteUser removes a user with their sessions and access requests and
+// revokes their API tokens as of the audit event's time; the audit trail and
+// the token records stay.
 func (s *SQLite) DeleteUser(ctx context.Context, id string, audit AuditEvent) error {
+	deletedAt := encTime(nowOr(audit.Time))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		cur, err := getUser(ctx, tx, id)
 		if err != nil {
@@ -447,6 +449,10 @@ func (s *SQLite) DeleteUser(ctx context.Context, id string, audit AuditEvent) er
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
 				return err
 			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL`,
+			deletedAt, id); err != nil {
+			return err
 		}
 		return appendAudit(ctx, tx, audit)
 	})
@@ -942,4 +948,253 @@ func (s *SQLite) PutSetting(ctx context.Context, key string, value []byte) error
 	return nil
 }
 
+// --- API tokens ---
+
+// tokenColumns reads the JSON lists as text, which both backends can cast to.
+const tokenColumns = `id, name, kind, COALESCE(user_id, ''), created_by, CAST(scope AS TEXT), CAST(models AS TEXT),
+	created_at, expires_at, last_used_at, revoked_at`
+
+func scanToken(row interface{ Scan(...any) error }) (APIToken, error) {
+	var t APIToken
+	err := row.Scan(&t.ID, &t.Name, &t.Kind, &t.UserID, &t.CreatedBy, stringsCol{&t.Scope}, stringsCol{&t.Models},
+		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt})
+	return t, err
+}
+
+// encStrings stores a list as a JSON array; nil stays NULL, so that "no list"
+// (every model) and "an empty list" (no model) remain different.
+func encStrings(v []string) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
+// stringsCol scans a JSON array column; NULL gives nil.
+type stringsCol struct{ v *[]string }
+
+func (c stringsCol) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+		*c.v = nil
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("unexpected JSON list value of type %T", v)
+	}
+	var out []string
+	if err := json.Unmarshal(b, &out); err != nil {
+		return fmt.Errorf("parse stored list %q: %w", b, err)
+	}
+	*c.v = out
+	return nil
+}
+
+// tokenArgs validates t and returns the values of an api_tokens INSERT, in
+// column order; user_id and models stay NULL when empty.
+func tokenArgs(t APIToken) ([]any, error) {
+	if t.ID == "" {
+		return nil, errors.New("empty token ID")
+	}
+	scope := t.Scope
+	if scope == nil {
+		scope = []string{}
+	}
+	scopeJSON, err := encStrings(scope)
+	if err != nil {
+		return nil, fmt.Errorf("token scope: %w", err)
+	}
+	models, err := encStrings(t.Models)
+	if err != nil {
+		return nil, fmt.Errorf("token models: %w", err)
+	}
+	var userID any
+	if t.UserID != "" {
+		userID = t.UserID
+	}
+	return []any{t.ID, t.Name, t.Kind, userID, t.CreatedBy, scopeJSON, models}, nil
+}
+
+const insertToken = `INSERT INTO api_tokens (id, name, kind, user_id, created_by, scope, models, created_at, expires_at)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+
+func getToken(ctx context.Context, q queryer, id string) (APIToken, error) {
+	t, err := scanToken(q.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens WHERE id = $1`, id))
+	if err != nil {
+		return APIToken{}, fmt.Errorf("get token %s: %w", id, sqliteErr(err))
+	}
+	return t, nil
+}
+
+// CreateToken stores a token's metadata with its audit event; ErrConflict
+// when the ID exists, ErrNotFound when the subject user does not.
+func (s *SQLite) CreateToken(ctx context.Context, t APIToken, audit AuditEvent) (APIToken, error) {
+	args, err := tokenArgs(t)
+	if err != nil {
+		return APIToken{}, fmt.Errorf("create token: %w", err)
+	}
+	args = append(args, encTime(nowOr(t.CreatedAt)), encTime(t.ExpiresAt))
+	var out APIToken
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		// The single writer keeps DeleteUser from slipping in between this
+		// check and the insert, which would leave a live token of a deleted user.
+		if t.UserID != "" {
+			if _, err := getUser(ctx, tx, t.UserID); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, insertToken, args...); err != nil {
+			return sqliteErr(err)
+		}
+		if err := appendAudit(ctx, tx, audit); err != nil {
+			return err
+		}
+		stored, err := getToken(ctx, tx, t.ID)
+		out = stored
+		return err
+	})
+	if err != nil {
+		return APIToken{}, fmt.Errorf("create token %s: %w", t.ID, err)
+	}
+	return out, nil
+}
+
+// GetToken returns the token with id.
+func (s *SQLite) GetToken(ctx context.Context, id string) (APIToken, error) {
+	return getToken(ctx, s.db, id)
+}
+
+// tokenWhere turns a filter into conditions; at encodes a time for the backend.
+func tokenWhere(f TokenFilter, at func(time.Time) any) *where {
+	var w where
+	if f.UserID != "" {
+		w.add("user_id = ?", f.UserID)
+	}
+	if f.CreatedBy != "" {
+		w.add("created_by = ?", f.CreatedBy)
+	}
+	if f.Kind != "" {
+		w.add("kind = ?", f.Kind)
+	}
+	if f.Active {
+		w.add("revoked_at IS NULL AND expires_at > ?", at(nowOr(f.Now)))
+	}
+	return &w
+}
+
+const tokenOrder = ` ORDER BY created_at DESC, id DESC`
+
+// ListTokens returns the tokens f selects, newest first.
+func (s *SQLite) ListTokens(ctx context.Context, f TokenFilter) ([]APIToken, error) {
+	w := tokenWhere(f, func(t time.Time) any { return encTime(t) })
+	rows, err := s.db.QueryContext(ctx, `SELECT `+tokenColumns+` FROM api_tokens`+w.String()+tokenOrder, w.args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []APIToken{}
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list tokens: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokeToken revokes a token at the given time; the first revocation's time
+// stays and only it is audited.
+func (s *SQLite) RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEvent) (APIToken, error) {
+	var out APIToken
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL`,
+			encTime(at), id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 1 {
+			if err := appendAudit(ctx, tx, audit); err != nil {
+				return err
+			}
+		}
+		out, err = getToken(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return APIToken{}, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	return out, nil
+}
+
+const revokedTokensQuery = `SELECT id, expires_at, revoked_at FROM api_tokens
+	WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY revoked_at, id`
+
+// RevokedTokens lists the revoked tokens that have not expired by now.
+func (s *SQLite) RevokedTokens(ctx context.Context, now time.Time) ([]RevokedToken, error) {
+	rows, err := s.db.QueryContext(ctx, revokedTokensQuery, encTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("revoked tokens: %w", err)
+	}
+	defer rows.Close()
+	out := []RevokedToken{}
+	for rows.Next() {
+		var r RevokedToken
+		if err := rows.Scan(&r.ID, timeCol{&r.ExpiresAt}, timeCol{&r.RevokedAt}); err != nil {
+			return nil, fmt.Errorf("revoked tokens: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("revoked tokens: %w", err)
+	}
+	return out, nil
+}
+
+// markTokenUsed never moves last_used_at back: batches from several
+// instances may arrive out of order.
+const markTokenUsed = `UPDATE api_tokens SET last_used_at = $1
+	WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)`
+
+// MarkTokensUsed records last-use times in one transaction; unknown IDs are ignored.
+func (s *SQLite) MarkTokensUsed(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, markTokenUsed)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for id, at := range used {
+			if _, err := stmt.ExecContext(ctx, encTime(at), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark %d tokens used: %w", len(used), err)
+	}
+	return nil
+}
+
 var _ Store = (*SQLite)(nil)
+
+var _ TokenStore = (*SQLite)(nil)

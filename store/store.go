@@ -164,6 +164,46 @@ type SigningKey struct {
 	PublishUntil *time.Time
 }
 
+// Token kinds.
+const (
+	TokenPersonal = "personal"
+	TokenUser     = "user"
+	TokenSystem   = "system"
+)
+
+// APIToken is the metadata of a Gatehouse API token. The token string itself
+// is never stored: it is a signed JWT whose jti is ID.
+type APIToken struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Kind       string     `json:"kind"`              // personal, user or system
+	UserID     string     `json:"user_id,omitempty"` // the subject; empty for system tokens
+	CreatedBy  string     `json:"created_by"`        // user ID of the creator
+	Scope      []string   `json:"scope"`
+	Models     []string   `json:"models,omitempty"` // nil: every model the role may use
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	LastUsedAt *time.Time `json:"last_used_at"`
+	RevokedAt  *time.Time `json:"revoked_at"`
+}
+
+// TokenFilter selects tokens, newest first. Empty fields match everything.
+type TokenFilter struct {
+	UserID    string // subject user
+	CreatedBy string
+	Kind      string
+	// Active leaves out revoked and expired tokens (as of Now).
+	Active bool
+	Now    time.Time
+}
+
+// RevokedToken is an entry of the revocation list.
+type RevokedToken struct {
+	ID        string
+	ExpiresAt time.Time
+	RevokedAt time.Time
+}
+
 // Store is every backend's contract. All methods honour ctx.
 type Store interface {
 	Ping(ctx context.Context) error
@@ -216,4 +256,24 @@ type Store interface {
 
 	GetSetting(ctx context.Context, key string) ([]byte, error)
 	PutSetting(ctx context.Context, key string, value []byte) error
+
+	TokenStore
+}
+
+// TokenStore keeps API token metadata; it is part of Store, and DeleteUser
+// also revokes the deleted user's tokens (revoked_at = the deletion's audit
+// time). Token records outlive their user for listing and audit.
+type TokenStore interface {
+	// CreateToken stores token metadata (ID given by the caller: it is the jti).
+	CreateToken(ctx context.Context, t APIToken, audit AuditEvent) (APIToken, error)
+	GetToken(ctx context.Context, id string) (APIToken, error)
+	ListTokens(ctx context.Context, f TokenFilter) ([]APIToken, error)
+	// RevokeToken sets revoked_at once; revoking again returns the token as it
+	// is (idempotent). ErrNotFound for an unknown ID.
+	RevokeToken(ctx context.Context, id string, at time.Time, audit AuditEvent) (APIToken, error)
+	// RevokedTokens lists revoked tokens that have not expired by now: the
+	// revocation list every instance keeps in memory.
+	RevokedTokens(ctx context.Context, now time.Time) ([]RevokedToken, error)
+	// MarkTokensUsed records last-use times in one batch (unknown IDs are ignored).
+	MarkTokensUsed(ctx context.Context, used map[string]time.Time) error
 }

@@ -388,8 +388,26 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 		headers[k] = strings.Join(v, ", ")
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "headers": headers, "body": string(body)})
+	switch r.URL.Path {
+	case "/v1/models": // an OpenAI-compatible listing, plus what the backend saw
+		var data []map[string]any
+		for _, id := range backendModels {
+			data = append(data, map[string]any{"id": id, "object": "model", "owned_by": "test"})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data, "headers": headers})
+	case "/api/tags": // an Ollama listing
+		var models []map[string]any
+		for _, id := range backendModels {
+			models = append(models, map[string]any{"name": id, "model": id, "size": 1})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"models": models})
+	default:
+		json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "headers": headers, "body": string(body)})
+	}
 }
+
+// backendModels are the models the test backend lists.
+var backendModels = []string{"llama3", "llama3.1:8b", "mistral", "gpt-4o", "org/secret-model"}
 
 func (b *backend) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -59,6 +59,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SigningKeys", testSigningKeys},
 		{"Settings", testSettings},
 		{"TimesAreUTC", testTimesUTC},
+		{"CreateToken", testCreateToken},
+		{"ListTokens", testListTokens},
+		{"RevokeToken", testRevokeToken},
+		{"ConcurrentRevocations", testConcurrentRevocations},
+		{"RevokedTokens", testRevokedTokens},
+		{"MarkTokensUsed", testMarkTokensUsed},
+		{"DeleteUserRevokesTokens", testDeleteUserRevokesTokens},
+		{"CreateTokenRacesDeleteUser", testCreateTokenRacesDeleteUser},
+		{"TokenTimesAreUTC", testTokenTimesUTC},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })

@@ -1,0 +1,207 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+// userTTL bounds how stale a cached user may be: another instance's role or
+// status change is enforced here within this time.
+const userTTL = time.Second
+
+// userCache keeps users for the hot path. Local changes invalidate at once.
+type userCache struct {
+	mu sync.RWMutex
+	m  map[string]cachedUser
+}
+
+type cachedUser struct {
+	user    store.User
+	fetched time.Time
+}
+
+// User returns the user, from memory when fresh enough.
+func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
+	now := time.Now()
+	rt.users.mu.RLock()
+	c, ok := rt.users.m[id]
+	rt.users.mu.RUnlock()
+	if ok && now.Sub(c.fetched) < userTTL {
+		return c.user, nil
+	}
+	u, err := rt.Store.GetUser(ctx, id)
+	if err != nil {
+		return u, err
+	}
+	rt.users.mu.Lock()
+	if rt.users.m == nil || len(rt.users.m) > 100000 {
+		rt.users.m = make(map[string]cachedUser)
+	}
+	rt.users.m[id] = cachedUser{user: u, fetched: now}
+	rt.users.mu.Unlock()
+	return u, nil
+}
+
+// InvalidateUser drops a changed user from the caches so the next request
+// sees the change.
+func (rt *Runtime) InvalidateUser(id string) {
+	rt.users.mu.Lock()
+	delete(rt.users.m, id)
+	rt.users.mu.Unlock()
+}
+
+// revocations is the in-memory list of revoked, unexpired token IDs.
+type revocations struct {
+	mu       sync.RWMutex
+	ids      map[string]time.Time // jti → token expiry
+	syncedAt time.Time
+}
+
+func (rv *revocations) revoked(jti string) bool {
+	rv.mu.RLock()
+	_, ok := rv.ids[jti]
+	rv.mu.RUnlock()
+	return ok
+}
+
+func (rv *revocations) add(jti string, expires time.Time) {
+	rv.mu.Lock()
+	if rv.ids == nil {
+		rv.ids = make(map[string]time.Time)
+	}
+	rv.ids[jti] = expires
+	rv.mu.Unlock()
+}
+
+func (rv *revocations) age(now time.Time) time.Duration {
+	rv.mu.RLock()
+	defer rv.mu.RUnlock()
+	return now.Sub(rv.syncedAt)
+}
+
+// syncRevocations reloads the revocation list from the store.
+func (rt *Runtime) syncRevocations(ctx context.Context) error {
+	now := time.Now()
+	list, err := rt.tokenStore.RevokedTokens(ctx, now)
+	if err != nil {
+		return err
+	}
+	ids := make(map[string]time.Time, len(list))
+	for _, r := range list {
+		ids[r.ID] = r.ExpiresAt
+	}
+	rt.revoked.mu.Lock()
+	for id := range ids {
+		if _, known := rt.revoked.ids[id]; !known {
+			rt.tokens.Forget(id)
+		}
+	}
+	rt.revoked.ids = ids
+	rt.revoked.syncedAt = now
+	rt.revoked.mu.Unlock()
+	return nil
+}
+
+// watchRevocations keeps the revocation list fresh: a token revoked on
+// another instance is refused here within a second.
+func (rt *Runtime) watchRevocations(ctx context.Context) {
+	t := time.NewTicker(revocationSyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := rt.syncRevocations(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
+			}
+		}
+	}
+}
+
+const revocationSyncInterval = 500 * time.Millisecond
+
+// tokenUsage batches last-used times so the hot path never writes to the store.
+type tokenUsage struct {
+	mu   sync.Mutex
+	used map[string]time.Time
+}
+
+func (u *tokenUsage) mark(jti string, at time.Time) {
+	u.mu.Lock()
+	if u.used == nil {
+		u.used = make(map[string]time.Time)
+	}
+	u.used[jti] = at
+	u.mu.Unlock()
+}
+
+func (u *tokenUsage) take() map[string]time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := u.used
+	u.used = nil
+	return out
+}
+
+func (rt *Runtime) flushTokenUsage(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			rt.writeTokenUsage(context.Background())
+			return
+		case <-t.C:
+			rt.writeTokenUsage(ctx)
+		}
+	}
+}
+
+func (rt *Runtime) writeTokenUsage(ctx context.Context) {
+	used := rt.usage.take()
+	if len(used) == 0 {
+		return
+	}
+	if err := rt.tokenStore.MarkTokensUsed(ctx, used); err != nil {
+		rt.Logger.Warn("recording token use", zap.Error(err))
+	}
+}
+
+// decisionCache remembers backend decisions of a cacheable policy, keyed by
+// everything such a policy reads, and by the engine (a new policy or new
+// settings start afresh).
+type decisionCache struct {
+	mu     sync.RWMutex
+	engine *policy.Engine
+	m      map[string]policy.Decision
+}
+
+const decisionCacheMax = 50000
+
+func (c *decisionCache) get(e *policy.Engine, key string) (policy.Decision, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.engine != e {
+		return policy.Decision{}, false
+	}
+	d, ok := c.m[key]
+	return d, ok
+}
+
+func (c *decisionCache) put(e *policy.Engine, key string, d policy.Decision) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.engine != e || len(c.m) >= decisionCacheMax {
+		c.engine = e
+		c.m = make(map[string]policy.Decision)
+	}
+	c.m[key] = d
+}

@@ -1,0 +1,142 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/store"
+	"github.com/gatehouse/gatehouse/tokens"
+)
+
+// ErrTokenRequest wraps a token request that cannot be granted as asked.
+var ErrTokenRequest = errors.New("invalid token request")
+
+// NewToken is what a caller asks for; the subject and the ceiling on
+// permissions are worked out by the API from the kind.
+type NewToken struct {
+	Name        string
+	Kind        string
+	Subject     *store.User // the user the token acts as; nil for system tokens
+	Permissions []string    // requested; empty means all that are allowed
+	Models      []string    // nil: every model the role may use
+	ExpiresIn   time.Duration
+	Allowed     []string // the ceiling: permissions may only narrow it
+	Role        string   // the role written into the token
+}
+
+// MaxTokenLifetime is the longest life of a token kind.
+func (rt *Runtime) MaxTokenLifetime(kind string) time.Duration { return rt.tokenLifetimes[kind] }
+
+// CreateToken mints a token and stores its metadata. The token string is
+// returned once and never stored.
+func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Subject, nt NewToken) (string, store.APIToken, error) {
+	scope := nt.Permissions
+	if len(scope) == 0 {
+		scope = nt.Allowed
+	}
+	for _, p := range scope {
+		if !slices.Contains(nt.Allowed, p) {
+			return "", store.APIToken{}, fmt.Errorf("%w: permission %q is not among those this token may have (%s)", ErrTokenRequest, p, strings.Join(nt.Allowed, " "))
+		}
+	}
+	scope = slices.Compact(slices.Sorted(slices.Values(scope)))
+	if len(scope) == 0 {
+		return "", store.APIToken{}, fmt.Errorf("%w: the token would have no permissions", ErrTokenRequest)
+	}
+	maxLife := rt.tokenLifetimes[nt.Kind]
+	life := nt.ExpiresIn
+	if life == 0 {
+		life = maxLife
+	}
+	if life < time.Minute || life > maxLife {
+		return "", store.APIToken{}, fmt.Errorf("%w: expires_in must be between 1m and %s for %s tokens", ErrTokenRequest, maxLife, nt.Kind)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	id := uuid.Must(uuid.NewV7()).String()
+	meta := store.APIToken{
+		ID: id, Name: nt.Name, Kind: nt.Kind, CreatedBy: creator.User.ID,
+		Scope: scope, Models: nt.Models, CreatedAt: now, ExpiresAt: now.Add(life),
+	}
+	claims := tokens.Claims{ID: id, Kind: nt.Kind, Role: nt.Role, Scope: scope, Models: nt.Models,
+		IssuedAt: now, NotBefore: now, ExpiresAt: meta.ExpiresAt}
+	if nt.Subject != nil {
+		meta.UserID = nt.Subject.ID
+		claims.Subject, claims.Email, claims.Name = nt.Subject.ID, nt.Subject.Email, nt.Subject.Name
+	} else {
+		claims.Subject = "system:" + id
+		claims.Name = nt.Name
+	}
+	raw, err := tokens.Mint(rt.Keys, rt.PublicURL.String(), append([]string{TokenAudience}, rt.tokenAudiences...), claims)
+	if err != nil {
+		return "", store.APIToken{}, fmt.Errorf("%w: mint token: %v", ErrUnavailable, err)
+	}
+	audit := rt.StoreEvent(r, AuditEvent{Type: "token.created", ActorID: creator.User.ID, TargetID: meta.UserID,
+		Detail: map[string]any{"token_id": id, "kind": nt.Kind, "name": nt.Name, "scope": scope, "expires_at": meta.ExpiresAt}})
+	stored, err := rt.tokenStore.CreateToken(ctx, meta, audit)
+	if err != nil {
+		return "", store.APIToken{}, fmt.Errorf("%w: store token: %v", ErrUnavailable, err)
+	}
+	rt.LogEvent(audit)
+	return raw, stored, nil
+}
+
+// Token returns a token's metadata.
+func (rt *Runtime) Token(ctx context.Context, id string) (store.APIToken, error) {
+	return rt.tokenStore.GetToken(ctx, id)
+}
+
+// ListTokens lists token metadata.
+func (rt *Runtime) ListTokens(ctx context.Context, f store.TokenFilter) ([]store.APIToken, error) {
+	return rt.tokenStore.ListTokens(ctx, f)
+}
+
+// RevokeToken revokes a token in the store and, at once, in this instance's
+// memory; other instances follow within a second.
+func (rt *Runtime) RevokeToken(ctx context.Context, r *http.Request, actor *Subject, t store.APIToken) error {
+	audit := rt.StoreEvent(r, AuditEvent{Type: "token.revoked", ActorID: actor.User.ID, TargetID: t.UserID,
+		Detail: map[string]any{"token_id": t.ID, "kind": t.Kind, "name": t.Name}})
+	if _, err := rt.tokenStore.RevokeToken(ctx, t.ID, time.Now().UTC(), audit); err != nil {
+		return err
+	}
+	rt.revoked.add(t.ID, t.ExpiresAt)
+	rt.tokens.Forget(t.ID)
+	rt.LogEvent(audit)
+	return nil
+}
+
+// ParseLifetime reads expires_in: a Go duration ("720h") or a number of days ("90d").
+func ParseLifetime(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("expires_in %q must be a positive duration such as 720h or 90d", s)
+	}
+	return d, nil
+}
+
+// RotateKeys makes a new signing key current; the old public keys stay published.
+func (rt *Runtime) RotateKeys(ctx context.Context, r *http.Request, actor *Subject) (string, error) {
+	kid, err := rt.Keys.Rotate(ctx)
+	if err != nil {
+		return "", err
+	}
+	rt.Audit(ctx, r, AuditEvent{Type: "keys.rotated", ActorID: actor.User.ID, Detail: map[string]any{"kid": kid}})
+	return kid, nil
+}
