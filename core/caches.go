@@ -89,7 +89,7 @@ func (rv *revocations) age(now time.Time) time.Duration {
 // syncRevocations reloads the revocation list from the store.
 func (rt *Runtime) syncRevocations(ctx context.Context) error {
 	now := time.Now()
-	list, err := rt.tokenStore.RevokedTokens(ctx, now)
+	list, err := rt.Store.RevokedTokens(ctx, now)
 	if err != nil {
 		return err
 	}
@@ -170,7 +170,7 @@ func (rt *Runtime) writeTokenUsage(ctx context.Context) {
 	if len(used) == 0 {
 		return
 	}
-	if err := rt.tokenStore.MarkTokensUsed(ctx, used); err != nil {
+	if err := rt.Store.MarkTokensUsed(ctx, used); err != nil {
 		rt.Logger.Warn("recording token use", zap.Error(err))
 	}
 }

@@ -72,7 +72,6 @@ type Runtime struct {
 	Logger      *zap.Logger
 
 	bootstrapAdmins map[string]bool
-	tokenStore      store.TokenStore
 	tokens          *tokens.Verifier
 	tokenLifetimes  map[string]time.Duration
 	tokenAudiences  []string
@@ -144,11 +143,6 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
-	ts, ok := rt.Store.(store.TokenStore)
-	if !ok {
-		return nil, errors.New("store: this backend cannot keep API tokens")
-	}
-	rt.tokenStore = ts
 	rt.tokenAudiences = o.TokenAudiences
 	rt.maxStaleness = o.MaxStaleness
 	if rt.maxStaleness <= 0 {

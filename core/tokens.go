@@ -80,7 +80,7 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 	}
 	audit := rt.StoreEvent(r, AuditEvent{Type: "token.created", ActorID: creator.User.ID, TargetID: meta.UserID,
 		Detail: map[string]any{"token_id": id, "kind": nt.Kind, "name": nt.Name, "scope": scope, "expires_at": meta.ExpiresAt}})
-	stored, err := rt.tokenStore.CreateToken(ctx, meta, audit)
+	stored, err := rt.Store.CreateToken(ctx, meta, audit)
 	if err != nil {
 		return "", store.APIToken{}, fmt.Errorf("%w: store token: %v", ErrUnavailable, err)
 	}
@@ -90,12 +90,12 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 
 // Token returns a token's metadata.
 func (rt *Runtime) Token(ctx context.Context, id string) (store.APIToken, error) {
-	return rt.tokenStore.GetToken(ctx, id)
+	return rt.Store.GetToken(ctx, id)
 }
 
 // ListTokens lists token metadata.
 func (rt *Runtime) ListTokens(ctx context.Context, f store.TokenFilter) ([]store.APIToken, error) {
-	return rt.tokenStore.ListTokens(ctx, f)
+	return rt.Store.ListTokens(ctx, f)
 }
 
 // RevokeToken revokes a token in the store and, at once, in this instance's
@@ -103,7 +103,7 @@ func (rt *Runtime) ListTokens(ctx context.Context, f store.TokenFilter) ([]store
 func (rt *Runtime) RevokeToken(ctx context.Context, r *http.Request, actor *Subject, t store.APIToken) error {
 	audit := rt.StoreEvent(r, AuditEvent{Type: "token.revoked", ActorID: actor.User.ID, TargetID: t.UserID,
 		Detail: map[string]any{"token_id": t.ID, "kind": t.Kind, "name": t.Name}})
-	if _, err := rt.tokenStore.RevokeToken(ctx, t.ID, time.Now().UTC(), audit); err != nil {
+	if _, err := rt.Store.RevokeToken(ctx, t.ID, time.Now().UTC(), audit); err != nil {
 		return err
 	}
 	rt.revoked.add(t.ID, t.ExpiresAt)

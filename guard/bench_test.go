@@ -1,9 +1,14 @@
 package guard_test
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/store"
 )
 
 // discardWriter is a ResponseWriter that keeps nothing, so the benchmarks
@@ -64,4 +69,41 @@ func BenchmarkGuardAnonymous(b *testing.B) {
 			b.Fatalf("anonymous request: status %d, err %v", w.status, err)
 		}
 	}
+}
+
+// BenchmarkGuardBearer is the hot path: an API token seen before (verified
+// claims, decision and assertion all cached).
+func BenchmarkGuardBearer(b *testing.B) {
+	f := newFixture(b)
+	u := f.approve(f.login("bob@example.com", false), "user", nil)
+	raw := f.token(u)
+	target, _ := url.Parse(publicURL + "/api/ps")
+	w := &discardWriter{h: http.Header{}}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		w.status = 0
+		r := benchRequest(target, "")
+		r.Header["Authorization"] = []string{"Bearer " + raw}
+		if err := f.g.Serve(w, r, noopNext); err != nil || w.status != 0 {
+			b.Fatalf("bearer refused: status %d, err %v", w.status, err)
+		}
+	}
+}
+
+// token mints a personal API token for u with the permissions of its role.
+func (f *fixture) token(u store.User) string {
+	f.t.Helper()
+	perms, err := f.rt.Policy().Permissions(context.Background(), u.Role)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	raw, _, err := f.rt.CreateToken(context.Background(), nil, &core.Subject{User: u, Auth: "session"}, core.NewToken{
+		Name: "bench", Kind: store.TokenPersonal, Subject: &u, Allowed: perms, Role: u.Role, ExpiresIn: time.Hour,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return raw
 }

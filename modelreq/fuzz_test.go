@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzExtractBytes checks ExtractBytes against encoding/json: a model it
@@ -21,6 +22,10 @@ func FuzzExtractBytes(f *testing.F) {
 			}
 			if !errors.Is(err, ErrInvalidJSON) && !errors.Is(err, ErrAmbiguousModel) {
 				t.Fatalf("unexpected error %v", err)
+			}
+			// Refusing is right only for what RFC 8259 and UTF-8 refuse too.
+			if errors.Is(err, ErrInvalidJSON) && json.Valid(body) && utf8.Valid(body) && bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{")) {
+				t.Fatalf("ErrInvalidJSON for a valid JSON object: %q", body)
 			}
 			return
 		}

@@ -106,7 +106,7 @@ func (w *Worker) deliverEmail(ctx context.Context, msg store.OutboxMessage) erro
 
 	m := mail.NewMsg()
 	if err := m.From(cfg.From); err != nil {
-		return fmt.Errorf("smtp from address: %w", err)
+		return retryAtCap(fmt.Errorf("smtp from address: %w", err))
 	}
 	if err := m.To(p.To); err != nil {
 		return retryAtCap(fmt.Errorf("recipient address: %w", err))
@@ -121,7 +121,7 @@ func (w *Worker) deliverEmail(ctx context.Context, msg store.OutboxMessage) erro
 
 	client, err := newSMTPClient(cfg)
 	if err != nil {
-		return err
+		return retryAtCap(err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()

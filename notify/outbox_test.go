@@ -2,8 +2,7 @@ package notify
 
 import (
 	"context"
-	"fmt"
-	"slices"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,73 +18,15 @@ type testOutbox interface {
 	EnqueueOutbox(ctx context.Context, msgs ...store.OutboxMessage) error
 }
 
-// newTestOutbox returns an empty outbox.
-//
-// TEST DOUBLE: the SQLite store is being written at the same time as this
-// package, so until it lands the tests use memOutbox below. The lead will
-// switch this function to a real store in t.TempDir().
+// newTestOutbox returns an empty outbox: a real SQLite store in a temp dir.
 func newTestOutbox(t *testing.T) testOutbox {
 	t.Helper()
-	return &memOutbox{}
-}
-
-// memOutbox is a TEST DOUBLE of store.Store's outbox methods (EnqueueOutbox,
-// DueOutbox, MarkOutboxDelivered, MarkOutboxFailed) with the semantics the
-// store documents: due means undelivered with NextAttemptAt ≤ now, oldest
-// first; a failure counts an attempt and reschedules.
-type memOutbox struct {
-	mu   sync.Mutex
-	msgs []store.OutboxMessage
-}
-
-func (o *memOutbox) EnqueueOutbox(_ context.Context, msgs ...store.OutboxMessage) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.msgs = append(o.msgs, msgs...)
-	return nil
-}
-
-func (o *memOutbox) DueOutbox(_ context.Context, now time.Time, limit int) ([]store.OutboxMessage, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var due []store.OutboxMessage
-	for _, m := range o.msgs {
-		if m.DeliveredAt == nil && !m.NextAttemptAt.After(now) {
-			due = append(due, m)
-		}
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.SortStableFunc(due, func(a, b store.OutboxMessage) int { return a.CreatedAt.Compare(b.CreatedAt) })
-	if len(due) > limit {
-		due = due[:limit]
-	}
-	return due, nil
-}
-
-func (o *memOutbox) MarkOutboxDelivered(_ context.Context, id string, at time.Time) error {
-	return o.update(id, func(m *store.OutboxMessage) {
-		at := at
-		m.DeliveredAt = &at
-	})
-}
-
-func (o *memOutbox) MarkOutboxFailed(_ context.Context, id string, next time.Time, lastErr string) error {
-	return o.update(id, func(m *store.OutboxMessage) {
-		m.Attempts++
-		m.NextAttemptAt = next
-		m.LastError = lastErr
-	})
-}
-
-func (o *memOutbox) update(id string, f func(*store.OutboxMessage)) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	for i := range o.msgs {
-		if o.msgs[i].ID == id {
-			f(&o.msgs[i])
-			return nil
-		}
-	}
-	return fmt.Errorf("outbox message %s: %w", id, store.ErrNotFound)
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // undelivered reads every undelivered message through the Outbox interface,

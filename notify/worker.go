@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,6 +32,10 @@ const (
 	// parallelDeliveries bounds how many receivers one pass talks to at once,
 	// so one slow receiver delays the others by at most one attempt timeout.
 	parallelDeliveries = 4
+	// markTimeout bounds recording a delivery that completed during shutdown.
+	markTimeout = 5 * time.Second
+	// maxErrorLen keeps a chatty SMTP reply from bloating the outbox row.
+	maxErrorLen = 1000
 )
 
 // Worker delivers due outbox messages. It holds no store lock or transaction
@@ -172,6 +177,9 @@ func (w *Worker) DeliverDue(ctx context.Context) (delivered, failed int, err err
 		sem  = make(chan struct{}, parallelDeliveries)
 	)
 	for _, msg := range msgs {
+		if ctx.Err() != nil {
+			break // shutting down: the rest stays due for the next start
+		}
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
@@ -214,7 +222,11 @@ func (w *Worker) deliverOne(ctx context.Context, msg store.OutboxMessage) (resul
 	}
 	now := w.now()
 	if err == nil {
-		if err := w.outbox.MarkOutboxDelivered(ctx, msg.ID, now); err != nil {
+		// Recorded even when shutdown began meanwhile, or the receiver would
+		// get it again after the restart.
+		markCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+		defer cancel()
+		if err := w.outbox.MarkOutboxDelivered(markCtx, msg.ID, now); err != nil {
 			// The message will be sent again; receivers de-duplicate on its id.
 			return resultDelivered, fmt.Errorf("mark notification %s delivered: %w", msg.ID, err)
 		}
@@ -227,8 +239,8 @@ func (w *Worker) deliverOne(ctx context.Context, msg store.OutboxMessage) (resul
 	}
 
 	delay := w.backoff(msg.Attempts)
-	var slow atCapError
-	if errors.As(err, &slow) {
+	var capped atCapError
+	if errors.As(err, &capped) {
 		delay = w.backoffCap
 	}
 	next := now.Add(delay)
@@ -238,7 +250,7 @@ func (w *Worker) deliverOne(ctx context.Context, msg store.OutboxMessage) (resul
 		zap.Int("attempt", msg.Attempts+1),
 		zap.Time("next_attempt", next),
 		zap.Error(err))
-	if err := w.outbox.MarkOutboxFailed(ctx, msg.ID, next, err.Error()); err != nil {
+	if err := w.outbox.MarkOutboxFailed(ctx, msg.ID, next, truncate(err.Error(), maxErrorLen)); err != nil {
 		return resultFailed, fmt.Errorf("mark notification %s failed: %w", msg.ID, err)
 	}
 	return resultFailed, nil
@@ -253,6 +265,13 @@ type atCapError struct{ error }
 func (e atCapError) Unwrap() error { return e.error }
 
 func retryAtCap(err error) error { return atCapError{err} }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
 
 // backoff is the delay after a message's (attempts+1)th failure: base
 // doubling per attempt, ±10% jitter so retries of a burst spread out, never

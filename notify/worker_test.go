@@ -200,8 +200,8 @@ func TestRunDrainsABacklogWithoutWaitingForThePoll(t *testing.T) {
 func TestShutdownDoesNotCountAsAFailedAttempt(t *testing.T) {
 	clk := newTestClock()
 	release := make(chan struct{})
-	defer close(release)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cancel() // the process is stopping while this delivery is in flight
 		select {
@@ -210,6 +210,7 @@ func TestShutdownDoesNotCountAsAFailedAttempt(t *testing.T) {
 		}
 	}))
 	defer hung.Close()
+	defer close(release) // before Close, which waits for the handler
 	cfg := Config{Webhooks: []WebhookConfig{{URL: hung.URL, Secret: "s"}}}
 	outbox := newTestOutbox(t)
 	msg := outboxMessages(t, cfg, clk.Now())[0]
