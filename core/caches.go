@@ -114,13 +114,20 @@ func (rt *Runtime) syncRevocations(ctx context.Context) error {
 func (rt *Runtime) watchRevocations(ctx context.Context) {
 	t := time.NewTicker(revocationSyncInterval)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := rt.syncRevocations(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
+		}
+		if err := rt.syncRevocations(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
+		}
+		// Keys rotated on another instance: tokens they sign verify here
+		// within a second.
+		if tick%2 == 1 {
+			if err := rt.Keys.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				rt.Logger.Warn("reloading signing keys", zap.Error(err))
 			}
 		}
 	}

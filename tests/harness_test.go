@@ -70,6 +70,8 @@ type instance struct {
 type instanceConfig struct {
 	extraGlobal string // more lines inside the gatehouse { } block
 	files       map[string]string
+	storeLine   string // replaces the default "store sqlite <dir>/data/gatehouse.db"
+	publicURL   string // the public_url, when the instance serves another one's (several instances behind one name)
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -93,7 +95,7 @@ func (in *instance) caddyfile() string {
 	admin off
 	gatehouse {
 		public_url %s
-		store sqlite %s
+		%s
 		dev_idp {
 			user %s "Alice Admin"
 			user %s "Bob Builder"
@@ -114,7 +116,21 @@ http://127.0.0.1:%d {
 		flush_interval -1
 	}
 }
-`, in.URL, filepath.Join(in.dir, "data", "gatehouse.db"), alice, bob, carol, dave, erin, frank, grace, alice, in.cfg.extraGlobal, in.port, in.backend.addr)
+`, in.publicURL(), in.storeLine(), alice, bob, carol, dave, erin, frank, grace, alice, in.cfg.extraGlobal, in.port, in.backend.addr)
+}
+
+func (in *instance) publicURL() string {
+	if in.cfg.publicURL != "" {
+		return in.cfg.publicURL
+	}
+	return in.URL
+}
+
+func (in *instance) storeLine() string {
+	if in.cfg.storeLine != "" {
+		return in.cfg.storeLine
+	}
+	return "store sqlite " + filepath.Join(in.dir, "data", "gatehouse.db")
 }
 
 func (in *instance) start() {

@@ -19,6 +19,8 @@ func TestParseBearer(t *testing.T) {
 		{"Bearer   abc", "abc", true}, // RFC 6750: 1*SP
 		{"Bearer a-._~+/Z9", "a-._~+/Z9", true},
 		{"Bearer abc==", "abc==", true},
+		{"Bearer abcdefghijklmnopq==", "abcdefghijklmnopq==", true},
+		{"Bearer abcdefgh========", "abcdefgh========", true},
 
 		{"", "", false},
 		{"Bearer", "", false},
@@ -32,6 +34,9 @@ func TestParseBearer(t *testing.T) {
 		{"Bearer abc,def", "", false},
 		{"Bearer ==", "", false},
 		{"Bearer a=b", "", false},
+		{"Bearer abcdefgh=ijklmnop", "", false},
+		{"Bearer abcdefghijklm op", "", false},
+		{"Bearer abcdefghijklmnop\x7f", "", false},
 		{"Bearer abc\n", "", false},
 		{"Bearer ab\x00c", "", false},
 		{"Bearer abcé", "", false},
