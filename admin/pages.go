@@ -1,7 +1,11 @@
 package admin
 
 import (
+	"bytes"
+	"crypto/rand"
 	"embed"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"html/template"
 	"net/http"
@@ -11,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -19,9 +24,15 @@ var templateFS embed.FS
 
 var templates = map[string]*template.Template{}
 
+var templateFuncs = template.FuncMap{
+	"join": func(s []string) string { return strings.Join(s, " ") },
+	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+}
+
 func init() {
-	for _, name := range []string{"error", "request_access", "admin"} {
-		templates[name] = template.Must(template.ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
+	for _, name := range []string{"error", "request_access", "admin", "account"} {
+		templates[name] = template.Must(template.New(name).Funcs(templateFuncs).ParseFS(templateFS,
+			"templates/layout.html", "templates/tokens.html", "templates/"+name+".html"))
 	}
 }
 
@@ -40,6 +51,15 @@ func (p *pages) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+prefix+"/admin", p.admin)
 	mux.HandleFunc("POST "+prefix+"/admin/requests/{id}/approve", p.decide(true))
 	mux.HandleFunc("POST "+prefix+"/admin/requests/{id}/deny", p.decide(false))
+	mux.HandleFunc("POST "+prefix+"/admin/users/{id}/status", p.setStatus)
+	mux.HandleFunc("POST "+prefix+"/admin/users/{id}/role", p.setRole)
+	mux.HandleFunc("POST "+prefix+"/admin/users/{id}/delete", p.deleteUser)
+	mux.HandleFunc("POST "+prefix+"/admin/roles", p.saveRole)
+	mux.HandleFunc("POST "+prefix+"/admin/tokens", p.createSystemToken)
+	mux.HandleFunc("POST "+prefix+"/admin/tokens/{id}/revoke", p.revokeToken("/admin"))
+	mux.HandleFunc("GET "+prefix+"/account", p.account)
+	mux.HandleFunc("POST "+prefix+"/account/tokens", p.createPersonalToken)
+	mux.HandleFunc("POST "+prefix+"/account/tokens/{id}/revoke", p.revokeToken("/account"))
 	mux.HandleFunc(prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, http.StatusNotFound, "Not found", "There is no Gatehouse page here.")
 	})
@@ -49,7 +69,10 @@ func (p *pages) register(mux *http.ServeMux) {
 type pageData struct {
 	Title       string
 	User        *store.User
-	CanReview   bool
+	CanReview   bool // the header links to the admin dashboard
+	CanAccount  bool // the header links to the account page
+	Wide        bool
+	Nonce       string // set only on the page that shows a new token, for its copy script
 	APIPrefix   string
 	PagesPrefix string
 	Error       string
@@ -62,6 +85,11 @@ type pageData struct {
 	CanRequest bool
 	Roles      []string
 	Form       accessRequestInput
+
+	Dash    *dashboard
+	Account *account
+	// Created is a token just minted: the one response that shows its string.
+	Created *createdToken
 }
 
 func (p *pages) data(title string, sub *core.Subject) pageData {
@@ -72,11 +100,31 @@ func (p *pages) data(title string, sub *core.Subject) pageData {
 	return d
 }
 
+// dataFor is data for a signed-in caller, with the header links the policy allows.
+func (p *pages) dataFor(r *http.Request, title string, sub *core.Subject) pageData {
+	d := p.data(title, sub)
+	d.CanReview = p.canReview(r, sub)
+	d.CanAccount = p.allowed(r, sub, "GET "+p.canonical("/account"), nil, nil)
+	return d
+}
+
 func (p *pages) render(w http.ResponseWriter, status int, name string, d pageData) {
+	csp := "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'"
+	if d.Created != nil {
+		// Only the page showing a new token runs a script (its copy button),
+		// and only the one carrying this response's nonce.
+		nonce, err := newNonce()
+		if err != nil {
+			p.a.rt.Logger.Error("making a CSP nonce: " + err.Error())
+		} else {
+			d.Nonce = nonce
+			csp += "; script-src 'nonce-" + nonce + "'"
+		}
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+	w.Header().Set("Content-Security-Policy", csp)
 	w.WriteHeader(status)
 	if err := templates[name].ExecuteTemplate(w, name+".html", d); err != nil {
 		p.a.rt.Logger.Error("rendering page " + name + ": " + err.Error())
@@ -130,17 +178,23 @@ func (p *pages) authorizePage(w http.ResponseWriter, r *http.Request, route stri
 			http.Redirect(w, r, p.a.rt.PagesPrefix+"/request-access", http.StatusSeeOther)
 			return nil, false
 		}
-		d := p.data("Forbidden", sub)
-		d.Message = pr.Detail
+		d := p.dataFor(r, "Forbidden", sub)
+		d.Message = capitalize(pr.Detail) + "."
 		p.render(w, pr.Status, "error", d)
 		return nil, false
 	}
 	return sub, true
 }
 
-// canReview asks the policy whether sub may open the review page (for the nav link).
+// canReview asks the policy whether sub may open the admin dashboard (for the nav link).
 func (p *pages) canReview(r *http.Request, sub *core.Subject) bool {
-	dec, err := p.a.rt.Decide(r, core.DecisionRequest{Subject: sub, APIRoute: "GET " + p.canonical("/admin")})
+	return p.allowed(r, sub, "GET "+p.canonical("/admin"), nil, nil)
+}
+
+// allowed asks the policy without recording a refusal: pages use it to decide
+// what to show, and the action itself asks again when it is taken.
+func (p *pages) allowed(r *http.Request, sub *core.Subject, route string, target *policy.Target, change *policy.Change) bool {
+	dec, err := p.a.rt.Decide(r, core.DecisionRequest{Subject: sub, APIRoute: route, Target: target, Change: change})
 	return err == nil && dec.Allow
 }
 
@@ -164,13 +218,12 @@ func (p *pages) requestAccess(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p.renderRequestAccess(w, r, sub, http.StatusOK, accessRequestInput{}, "", noticeFor(r.URL.Query().Get("notice")))
+	p.renderRequestAccess(w, r, sub, http.StatusOK, accessRequestInput{}, "", notices[r.URL.Query().Get("notice")])
 }
 
 func (p *pages) renderRequestAccess(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, form accessRequestInput, errMsg, notice string) {
-	d := p.data("Request access", sub)
+	d := p.dataFor(r, "Request access", sub)
 	d.Error, d.Notice = errMsg, notice
-	d.CanReview = p.canReview(r, sub)
 	latest, err := p.a.rt.Store.LatestAccessRequest(r.Context(), sub.User.ID)
 	switch {
 	case err == nil:
@@ -221,107 +274,72 @@ func (p *pages) submitRequest(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, p.a.rt.PagesPrefix+"/request-access?notice=submitted", http.StatusSeeOther)
 }
 
-func (p *pages) admin(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.authorizePage(w, r, "GET "+p.canonical("/admin"))
-	if !ok {
-		return
+// formAction identifies the caller of a page form and reads the form. When it
+// returns false the request is answered (sign-in, 503 or a bad form).
+func (p *pages) formAction(w http.ResponseWriter, r *http.Request, route string) (*core.Subject, bool) {
+	sub, _, err := p.a.identify(r)
+	if err != nil || sub == nil {
+		p.authorizePage(w, r, route) // answers: sign-in redirect or 503 page
+		return nil, false
 	}
-	reqs, err := p.a.rt.Store.ListAccessRequests(r.Context(), store.RequestPending)
-	if err != nil {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		p.renderError(w, http.StatusBadRequest, "Bad request", "The form could not be read; please try again.")
+		return nil, false
+	}
+	return sub, true
+}
+
+// outcome is what a shared operation did for a page: nil when it succeeded,
+// else the problem to show. Operations answer policy refusals on rec.
+func (p *pages) outcome(r *http.Request, rec *refusalRecorder, err error) *Problem {
+	var pr *Problem
+	switch {
+	case errors.As(err, &pr):
+		return pr
+	case err != nil:
 		p.a.logError(r, err)
-		p.renderError(w, http.StatusServiceUnavailable, "Temporarily unavailable", "Please try again shortly.")
-		return
+		return unavailable("Gatehouse could not complete the request; try again shortly")
+	case rec.status != 0:
+		return rec.refusal()
 	}
-	d := p.data("Access requests", sub)
-	d.CanReview = true
-	d.Requests = reqs
-	d.Roles = p.roles()
-	d.Notice = noticeFor(r.URL.Query().Get("notice"))
-	if e := r.URL.Query().Get("error"); e != "" {
-		d.Error = errorFor(e)
-	}
-	p.render(w, http.StatusOK, "admin", d)
+	return nil
 }
 
-func (p *pages) decide(approve bool) http.HandlerFunc {
-	verb, notice := "deny", "denied"
-	if approve {
-		verb, notice = "approve", "approved"
-	}
-	route := "PUT /api/access/{id}/" + verb
-	return func(w http.ResponseWriter, r *http.Request) {
-		back := p.a.rt.PagesPrefix + "/admin"
-		sub, _, err := p.a.identify(r)
-		if err != nil || sub == nil {
-			p.authorizePage(w, r, route) // answers: sign-in redirect or 503 page
-			return
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		if err := r.ParseForm(); err != nil {
-			http.Redirect(w, r, back+"?error=form", http.StatusSeeOther)
-			return
-		}
-		in := decisionInput{Comment: strings.TrimSpace(r.PostFormValue("comment"))}
-		if approve {
-			in.Role = r.PostFormValue("role")
-			if v := r.PostFormValue("expires_at"); v != "" {
-				t, err := time.ParseInLocation("2006-01-02T15:04", v, time.UTC)
-				if err != nil {
-					http.Redirect(w, r, back+"?error=expires", http.StatusSeeOther)
-					return
-				}
-				in.ExpiresAt = &t
-			}
-		}
-		rec := &refusalRecorder{header: http.Header{}}
-		req, err := p.a.decideAccessRequest(rec, r, route, r.PathValue("id"), approve, in)
-		var pr *Problem
-		switch {
-		case err == nil && req == nil:
-			d := p.data("Forbidden", sub)
-			d.Message = "You may not decide on this request."
-			p.render(w, rec.status, "error", d)
-		case errors.As(err, &pr):
-			http.Redirect(w, r, back+"?error="+url.QueryEscape(pr.Code), http.StatusSeeOther)
-		case err != nil:
-			p.a.logError(r, err)
-			p.renderError(w, http.StatusServiceUnavailable, "Temporarily unavailable", "The decision was not saved. Please try again shortly.")
-		default:
-			http.Redirect(w, r, back+"?notice="+notice, http.StatusSeeOther)
-		}
-	}
-}
-
-// refusalRecorder keeps the status of a policy refusal written by the shared
-// operation so the page can answer with HTML instead of problem JSON.
+// refusalRecorder keeps the problem a shared operation wrote on refusal so
+// the page can answer with HTML instead of problem JSON.
 type refusalRecorder struct {
 	header http.Header
 	status int
+	body   bytes.Buffer
 }
+
+func newRecorder() *refusalRecorder { return &refusalRecorder{header: http.Header{}} }
 
 func (r *refusalRecorder) Header() http.Header         { return r.header }
-func (r *refusalRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *refusalRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *refusalRecorder) WriteHeader(status int)      { r.status = status }
 
-func noticeFor(key string) string {
-	return map[string]string{
-		"submitted": "Your request was submitted.",
-		"approved":  "The request was approved and the requester will be told.",
-		"denied":    "The request was denied and the requester will be told.",
-	}[key]
+func (r *refusalRecorder) refusal() *Problem {
+	var pr Problem
+	if err := json.Unmarshal(r.body.Bytes(), &pr); err != nil || pr.Detail == "" {
+		return problem(r.status, "forbidden", "Forbidden", "the policy does not allow this")
+	}
+	pr.Status = r.status
+	return &pr
 }
 
-func errorFor(code string) string {
-	if m, ok := map[string]string{
-		"not_pending":       "That request was already decided.",
-		"not_found":         "That request no longer exists.",
-		"validation_failed": "The decision was not valid (check the role and the date).",
-		"form":              "The form could not be read.",
-		"expires":           "The expiry date could not be read.",
-	}[code]; ok {
-		return m
+// failureMessage is a problem as a sentence for a page, after what did not happen.
+func failureMessage(what string, pr *Problem) string {
+	return what + ": " + strings.TrimSuffix(pr.Detail, ".") + "."
+}
+
+func newNonce() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
 	}
-	return "The decision could not be saved."
+	return base64.StdEncoding.EncodeToString(b), nil
 }
 
 func capitalize(s string) string {

@@ -197,24 +197,35 @@ func (a *API) listTokens(w http.ResponseWriter, r *http.Request, route string) {
 }
 
 func (a *API) deleteToken(w http.ResponseWriter, r *http.Request, route string) {
-	sub, ok := a.authorize(w, r, route, nil, nil)
-	if !ok {
-		return
-	}
-	ctx := r.Context()
-	t, err := a.rt.Token(ctx, r.PathValue("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeProblem(w, notFound("token"))
-		return
-	}
+	revoked, err := a.revokeTokenByID(w, r, route, r.PathValue("id"))
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	if revoked {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// revokeTokenByID checks and revokes a token. False with a nil error means
+// the policy refused and the response is written.
+func (a *API) revokeTokenByID(w http.ResponseWriter, r *http.Request, route, id string) (bool, error) {
+	sub, ok := a.authorize(w, r, route, nil, nil)
+	if !ok {
+		return false, nil
+	}
+	ctx := r.Context()
+	t, err := a.rt.Token(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, notFound("token")
+	}
+	if err != nil {
+		return false, err
+	}
 	switch {
 	case t.Kind == store.TokenSystem:
 		if _, ok := a.authorize(w, r, route, nil, &policy.Change{TokenKind: store.TokenSystem}); !ok {
-			return
+			return false, nil
 		}
 	case t.UserID != sub.User.ID:
 		u, err := a.rt.Store.GetUser(ctx, t.UserID)
@@ -222,18 +233,16 @@ func (a *API) deleteToken(w http.ResponseWriter, r *http.Request, route string) 
 		if err == nil {
 			target.Role, target.Status = u.Role, u.Status
 		} else if !errors.Is(err, store.ErrNotFound) {
-			a.writeError(w, r, err)
-			return
+			return false, err
 		}
 		if _, ok := a.authorize(w, r, route, target, nil); !ok {
-			return
+			return false, nil
 		}
 	}
 	if err := a.rt.RevokeToken(ctx, r, sub, t); err != nil {
-		a.writeError(w, r, err)
-		return
+		return false, err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return true, nil
 }
 
 func (a *API) rotateKeys(w http.ResponseWriter, r *http.Request, route string) {

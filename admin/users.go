@@ -100,24 +100,35 @@ func (a *API) setRole(w http.ResponseWriter, r *http.Request, route string) {
 		a.writeError(w, r, err)
 		return
 	}
-	if !a.rt.Policy().RoleExists(in.Role) {
-		writeProblem(w, validation(fmt.Sprintf("unknown role %q", in.Role)))
+	u, err := a.setUserRole(w, r, route, in.Role)
+	if err != nil {
+		a.writeError(w, r, err)
 		return
 	}
-	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Role: in.Role})
+	if u != nil {
+		writeJSON(w, http.StatusOK, u)
+	}
+}
+
+// setUserRole checks and applies a role change of the user the path names.
+// A nil user with a nil error means the policy refused and the response is written.
+func (a *API) setUserRole(w http.ResponseWriter, r *http.Request, route, role string) (*store.User, error) {
+	if !a.rt.Policy().RoleExists(role) {
+		return nil, validation(fmt.Sprintf("unknown role %q", role))
+	}
+	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Role: role})
 	if !ok {
-		return
+		return nil, nil
 	}
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.role_changed", ActorID: sub.User.ID, TargetID: target.ID,
-		Detail: map[string]any{"from": target.Role, "to": in.Role}})
-	u, err := a.rt.Store.SetUserRole(r.Context(), target.ID, in.Role, audit)
+		Detail: map[string]any{"from": target.Role, "to": role}})
+	u, err := a.rt.Store.SetUserRole(r.Context(), target.ID, role, audit)
 	a.rt.InvalidateUser(target.ID)
 	if err != nil {
-		a.writeError(w, r, userWriteError(err))
-		return
+		return nil, userWriteError(err)
 	}
 	a.rt.LogEvent(audit)
-	writeJSON(w, http.StatusOK, u)
+	return &u, nil
 }
 
 func (a *API) setStatus(w http.ResponseWriter, r *http.Request, route string) {
@@ -129,49 +140,71 @@ func (a *API) setStatus(w http.ResponseWriter, r *http.Request, route string) {
 		a.writeError(w, r, err)
 		return
 	}
-	if in.Status != store.StatusActive && in.Status != store.StatusSuspended {
-		writeProblem(w, validation(`status must be "active" or "suspended"`))
+	u, err := a.setUserStatus(w, r, route, in.Status, in.Reason)
+	if err != nil {
+		a.writeError(w, r, err)
 		return
 	}
-	if utf8.RuneCountInString(in.Reason) > maxCommentChars {
-		writeProblem(w, validation(fmt.Sprintf("reason must be at most %d characters", maxCommentChars)))
-		return
+	if u != nil {
+		writeJSON(w, http.StatusOK, u)
 	}
-	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Status: in.Status})
+}
+
+// setUserStatus checks and applies a status change of the user the path
+// names. A nil user with a nil error means the policy refused and the
+// response is written.
+func (a *API) setUserStatus(w http.ResponseWriter, r *http.Request, route, status, reason string) (*store.User, error) {
+	if status != store.StatusActive && status != store.StatusSuspended {
+		return nil, validation(`status must be "active" or "suspended"`)
+	}
+	if utf8.RuneCountInString(reason) > maxCommentChars {
+		return nil, validation(fmt.Sprintf("reason must be at most %d characters", maxCommentChars))
+	}
+	sub, target, ok := a.loadTarget(w, r, route, &policy.Change{Status: status})
 	if !ok {
-		return
+		return nil, nil
 	}
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.status_changed", ActorID: sub.User.ID, TargetID: target.ID,
-		Detail: map[string]any{"from": target.Status, "to": in.Status, "reason": in.Reason}})
-	u, err := a.rt.Store.SetUserStatus(r.Context(), target.ID, in.Status, audit)
+		Detail: map[string]any{"from": target.Status, "to": status, "reason": reason}})
+	u, err := a.rt.Store.SetUserStatus(r.Context(), target.ID, status, audit)
 	a.rt.InvalidateUser(target.ID)
 	if err != nil {
-		a.writeError(w, r, userWriteError(err))
-		return
+		return nil, userWriteError(err)
 	}
 	a.rt.LogEvent(audit)
-	writeJSON(w, http.StatusOK, u)
+	return &u, nil
 }
 
 func (a *API) deleteUser(w http.ResponseWriter, r *http.Request, route string) {
-	sub, target, ok := a.loadTarget(w, r, route, nil)
-	if !ok {
+	deleted, err := a.removeUser(w, r, route)
+	if err != nil {
+		a.writeError(w, r, err)
 		return
 	}
+	if deleted {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// removeUser checks and deletes the user the path names. False with a nil
+// error means the policy refused and the response is written.
+func (a *API) removeUser(w http.ResponseWriter, r *http.Request, route string) (bool, error) {
+	sub, target, ok := a.loadTarget(w, r, route, nil)
+	if !ok {
+		return false, nil
+	}
 	if target.ID == sub.User.ID {
-		writeProblem(w, conflict("self", "you cannot delete yourself"))
-		return
+		return false, conflict("self", "you cannot delete yourself")
 	}
 	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.deleted", ActorID: sub.User.ID, TargetID: target.ID,
 		Detail: map[string]any{"email": target.Email, "role": target.Role}})
 	err := a.rt.Store.DeleteUser(r.Context(), target.ID, audit)
 	a.rt.InvalidateUser(target.ID)
 	if err != nil {
-		a.writeError(w, r, userWriteError(err))
-		return
+		return false, userWriteError(err)
 	}
 	a.rt.LogEvent(audit)
-	w.WriteHeader(http.StatusNoContent)
+	return true, nil
 }
 
 // userWriteError maps the store's refusals of user changes to problems.
@@ -256,14 +289,22 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 	if in.Roles == nil {
 		in.Roles = map[string]core.RoleSetting{}
 	}
-	if err := a.rt.PutSettings(r.Context(), in); err != nil {
-		if errors.Is(err, core.ErrInvalidSettings) {
-			writeProblem(w, validation(err.Error()))
-			return
-		}
+	if err := a.saveSettings(r, sub, in); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "settings.changed", ActorID: sub.User.ID})
 	writeJSON(w, http.StatusOK, in)
+}
+
+// saveSettings stores settings an authorized caller sent; settings that do
+// not make a valid policy are a validation problem.
+func (a *API) saveSettings(r *http.Request, sub *core.Subject, in core.Settings) error {
+	if err := a.rt.PutSettings(r.Context(), in); err != nil {
+		if errors.Is(err, core.ErrInvalidSettings) {
+			return validation(err.Error())
+		}
+		return err
+	}
+	a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "settings.changed", ActorID: sub.User.ID})
+	return nil
 }

@@ -1,0 +1,539 @@
+package admin
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+// The API routes whose rules the dashboard's forms follow: each form runs the
+// same shared operation under the same route pattern as its API call, so the
+// policy cannot tell a page from the API.
+const (
+	routeListRequests = "GET /api/access/requests"
+	routeListUsers    = "GET /api/users"
+	routeUserStatus   = "PUT /api/users/{id}/status"
+	routeUserRole     = "PUT /api/users/{id}/role"
+	routeDeleteUser   = "DELETE /api/users/{id}"
+	routeGetSettings  = "GET /api/settings"
+	routePutSettings  = "PUT /api/settings"
+	routeCreateToken  = "POST /api/tokens"
+	routeListTokens   = "GET /api/tokens"
+	routeRevokeToken  = "DELETE /api/tokens/{id}"
+)
+
+// usersPerPage bounds the users list of the dashboard.
+const usersPerPage = 50
+
+var notices = map[string]string{
+	"submitted":     "Your request was submitted.",
+	"approved":      "The request was approved and the requester will be told.",
+	"denied":        "The request was denied and the requester will be told.",
+	"suspended":     "The user was suspended; their sessions and tokens stopped working.",
+	"activated":     "The user was activated.",
+	"role_changed":  "The role was changed.",
+	"deleted":       "The user was deleted; their sessions ended and their tokens were revoked. Their audit history is kept.",
+	"role_saved":    "The role was saved and applies at once.",
+	"token_revoked": "The token was revoked; it is refused everywhere within a second.",
+}
+
+// dashboard is what the admin page shows beyond pageData; each section is
+// there only when the policy lets the caller use the API behind it.
+type dashboard struct {
+	ShowRequests bool
+
+	ShowUsers     bool
+	Users         []userRow
+	Filter        userFilter
+	FilterQuery   string // the filter, for forms to come back to it
+	NextPage      string
+	StatusChoices []string
+	Grantable     []string // roles the caller may grant
+
+	ShowRoles    bool
+	CanEditRoles bool
+	RoleRows     []roleRow
+	RoleForm     roleForm
+
+	ShowTokens     bool
+	CanCreateToken bool
+	Tokens         tokenTable
+	TokenForm      tokenForm
+	Lifetimes      []lifetime
+}
+
+type userRow struct {
+	store.User
+	Self       bool
+	NextStatus string // the status the status form sets
+	CanStatus  bool
+	CanRole    bool
+	CanDelete  bool
+}
+
+type userFilter struct {
+	Status, Role, Query string
+}
+
+type roleRow struct {
+	Name        string
+	Rank        int
+	Custom      bool
+	Inherits    []string
+	Permissions []string // effective, inherited ones included
+	Models      []string
+}
+
+type roleForm struct {
+	Name, Rank, Inherits, Permissions, Models string
+}
+
+type tokenForm struct {
+	Name, Permissions, Models, ExpiresIn string
+}
+
+type tokenTable struct {
+	Rows         []tokenRow
+	RevokeAction string // form action prefix; the row adds /{id}/revoke
+}
+
+type tokenRow struct {
+	store.APIToken
+	State string // active, expired or revoked
+}
+
+type lifetime struct {
+	Value, Label string
+}
+
+// dashState is what a request brings to the dashboard: the filter, and after
+// a form, its outcome and its values.
+type dashState struct {
+	Error, Notice string
+	Filter        userFilter
+	Cursor        string
+	RoleForm      roleForm
+	TokenForm     tokenForm
+	Created       *createdToken
+}
+
+func (p *pages) admin(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.authorizePage(w, r, "GET "+p.canonical("/admin"))
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	p.renderDashboard(w, r, sub, http.StatusOK, dashState{
+		Notice: notices[q.Get("notice")], Filter: filterFrom(q), Cursor: q.Get("cursor"),
+	})
+}
+
+func filterFrom(q url.Values) userFilter {
+	f := userFilter{Role: q.Get("role"), Query: strings.TrimSpace(q.Get("q"))}
+	switch s := q.Get("status"); s {
+	case store.StatusPending, store.StatusActive, store.StatusSuspended, store.StatusDenied:
+		f.Status = s
+	}
+	return f
+}
+
+func (f userFilter) query() url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"status": f.Status, "role": f.Role, "q": f.Query} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	return q
+}
+
+func (p *pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, st dashState) {
+	ctx := r.Context()
+	d := p.dataFor(r, "Admin", sub)
+	d.Wide = true
+	d.Error, d.Notice, d.Created = st.Error, st.Notice, st.Created
+	d.Roles = p.roles()
+	dash := &dashboard{Filter: st.Filter, RoleForm: st.RoleForm, TokenForm: st.TokenForm,
+		StatusChoices: []string{store.StatusPending, store.StatusActive, store.StatusSuspended, store.StatusDenied}}
+	d.Dash = dash
+	unavailablePage := func(err error) {
+		p.a.logError(r, err)
+		p.renderError(w, http.StatusServiceUnavailable, "Temporarily unavailable", "Please try again shortly.")
+	}
+
+	if dash.ShowRequests = p.allowed(r, sub, routeListRequests, nil, nil); dash.ShowRequests {
+		reqs, err := p.a.rt.Store.ListAccessRequests(ctx, store.RequestPending)
+		if err != nil {
+			unavailablePage(err)
+			return
+		}
+		d.Requests = reqs
+	}
+
+	if dash.ShowUsers = p.allowed(r, sub, routeListUsers, nil, nil); dash.ShowUsers {
+		f := store.UserFilter{Status: st.Filter.Status, Role: st.Filter.Role, Query: st.Filter.Query, Limit: usersPerPage, Cursor: st.Cursor}
+		users, next, err := p.a.rt.Store.ListUsers(ctx, f)
+		if err != nil {
+			unavailablePage(err)
+			return
+		}
+		q := st.Filter.query()
+		dash.FilterQuery = q.Encode()
+		if next != "" {
+			q.Set("cursor", next)
+			dash.NextPage = p.a.rt.PagesPrefix + "/admin?" + q.Encode() + "#users"
+		}
+		dash.Users = p.userRows(r, sub, users)
+		if p.allowed(r, sub, routeUserRole, nil, nil) {
+			for _, role := range d.Roles {
+				if p.allowed(r, sub, routeUserRole, nil, &policy.Change{Role: role}) {
+					dash.Grantable = append(dash.Grantable, role)
+				}
+			}
+		}
+	}
+
+	if dash.ShowRoles = p.allowed(r, sub, routeGetSettings, nil, nil); dash.ShowRoles {
+		rows, err := p.roleRows(r)
+		if err != nil {
+			unavailablePage(err)
+			return
+		}
+		dash.RoleRows = rows
+		dash.CanEditRoles = p.allowed(r, sub, routePutSettings, nil, nil)
+	}
+
+	system := &policy.Change{TokenKind: store.TokenSystem}
+	if dash.ShowTokens = sub.Auth == policy.AuthSession && p.allowed(r, sub, routeListTokens, nil, system); dash.ShowTokens {
+		list, err := p.a.rt.ListTokens(ctx, store.TokenFilter{Kind: store.TokenSystem})
+		if err != nil {
+			unavailablePage(err)
+			return
+		}
+		dash.Tokens = tokenTable{Rows: tokenRows(list, time.Now()), RevokeAction: p.a.rt.PagesPrefix + "/admin/tokens"}
+		dash.CanCreateToken = p.allowed(r, sub, routeCreateToken, nil, system)
+		dash.Lifetimes = p.lifetimes(store.TokenSystem, []string{"30d", "90d", "365d"})
+		if dash.TokenForm.ExpiresIn == "" {
+			dash.TokenForm.ExpiresIn = "90d"
+		}
+	}
+	p.render(w, status, "admin", d)
+}
+
+// userRows pairs each user with the forms the policy allows the caller on them.
+func (p *pages) userRows(r *http.Request, sub *core.Subject, users []store.User) []userRow {
+	mayStatus := p.allowed(r, sub, routeUserStatus, nil, nil)
+	mayRole := p.allowed(r, sub, routeUserRole, nil, nil)
+	mayDelete := p.allowed(r, sub, routeDeleteUser, nil, nil)
+	rows := make([]userRow, 0, len(users))
+	for _, u := range users {
+		row := userRow{User: u, Self: u.ID == sub.User.ID, NextStatus: store.StatusActive}
+		if u.Status == store.StatusActive {
+			row.NextStatus = store.StatusSuspended
+		}
+		// Nobody gets forms on their own row: the API refuses deleting
+		// yourself, and suspending or demoting yourself from a list is a slip.
+		if !row.Self {
+			target := &policy.Target{ID: u.ID, Role: u.Role, Status: u.Status}
+			row.CanStatus = mayStatus && p.allowed(r, sub, routeUserStatus, target, &policy.Change{Status: row.NextStatus})
+			row.CanRole = mayRole && p.allowed(r, sub, routeUserRole, target, nil)
+			row.CanDelete = mayDelete && p.allowed(r, sub, routeDeleteUser, target, nil)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func (p *pages) roleRows(r *http.Request) ([]roleRow, error) {
+	settings, err := p.a.rt.Settings(r.Context())
+	if err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	engine := p.a.rt.Policy()
+	ranks := engine.Roles()
+	var rows []roleRow
+	for _, name := range p.roles() {
+		perms, err := engine.Permissions(r.Context(), name)
+		if err != nil {
+			return nil, err
+		}
+		set, inSettings := settings.Roles[name]
+		rows = append(rows, roleRow{Name: name, Rank: ranks[name], Custom: inSettings && set.Rank > 0,
+			Inherits: set.Inherits, Permissions: perms, Models: set.Models})
+	}
+	return rows, nil
+}
+
+func tokenRows(list []store.APIToken, now time.Time) []tokenRow {
+	rows := make([]tokenRow, 0, len(list))
+	for _, t := range list {
+		state := "active"
+		switch {
+		case t.RevokedAt != nil:
+			state = "revoked"
+		case !t.ExpiresAt.After(now):
+			state = "expired"
+		}
+		rows = append(rows, tokenRow{APIToken: t, State: state})
+	}
+	return rows
+}
+
+// lifetimes are the choices of a token's life up to the longest its kind may have.
+func (p *pages) lifetimes(kind string, choices []string) []lifetime {
+	longest := p.a.rt.MaxTokenLifetime(kind)
+	var out []lifetime
+	for _, c := range choices {
+		d, err := core.ParseLifetime(c)
+		if err != nil || (longest > 0 && d > longest) {
+			continue
+		}
+		out = append(out, lifetime{Value: c, Label: strings.TrimSuffix(c, "d") + " days"})
+	}
+	if len(out) == 0 && longest > 0 {
+		out = append(out, lifetime{Value: "", Label: "longest allowed (" + longest.String() + ")"})
+	}
+	return out
+}
+
+// dashboardFailure shows what went wrong on the dashboard, or on an error
+// page when the caller may not open the dashboard at all.
+func (p *pages) dashboardFailure(w http.ResponseWriter, r *http.Request, sub *core.Subject, what string, pr *Problem, st dashState) {
+	st.Error = failureMessage(what, pr)
+	st.Filter = filterFrom(p.returnFilter(r))
+	if !p.canReview(r, sub) {
+		d := p.dataFor(r, pr.Title, sub)
+		d.Message = st.Error
+		p.render(w, pr.Status, "error", d)
+		return
+	}
+	p.renderDashboard(w, r, sub, pr.Status, st)
+}
+
+// returnFilter is the users filter a form was sent from.
+func (p *pages) returnFilter(r *http.Request) url.Values {
+	q, err := url.ParseQuery(r.PostFormValue("filter"))
+	if err != nil {
+		return url.Values{}
+	}
+	return q
+}
+
+// backToDashboard answers a successful form with a redirect to the section
+// it came from (post/redirect/get).
+func (p *pages) backToDashboard(w http.ResponseWriter, r *http.Request, notice, section string) {
+	q := filterFrom(p.returnFilter(r)).query()
+	q.Set("notice", notice)
+	http.Redirect(w, r, p.a.rt.PagesPrefix+"/admin?"+q.Encode()+"#"+section, http.StatusSeeOther)
+}
+
+func (p *pages) decide(approve bool) http.HandlerFunc {
+	verb, notice := "deny", "denied"
+	if approve {
+		verb, notice = "approve", "approved"
+	}
+	route := "PUT /api/access/{id}/" + verb
+	return func(w http.ResponseWriter, r *http.Request) {
+		sub, ok := p.formAction(w, r, route)
+		if !ok {
+			return
+		}
+		in := decisionInput{Comment: strings.TrimSpace(r.PostFormValue("comment"))}
+		if approve {
+			in.Role = r.PostFormValue("role")
+			if v := r.PostFormValue("expires_at"); v != "" {
+				t, err := time.ParseInLocation("2006-01-02T15:04", v, time.UTC)
+				if err != nil {
+					p.dashboardFailure(w, r, sub, "The request was not approved", validation("the expiry date could not be read"), dashState{})
+					return
+				}
+				in.ExpiresAt = &t
+			}
+		}
+		rec := newRecorder()
+		_, err := p.a.decideAccessRequest(rec, r, route, r.PathValue("id"), approve, in)
+		if pr := p.outcome(r, rec, err); pr != nil {
+			p.dashboardFailure(w, r, sub, "The request was not "+notice, pr, dashState{})
+			return
+		}
+		p.backToDashboard(w, r, notice, "requests")
+	}
+}
+
+func (p *pages) setStatus(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.formAction(w, r, routeUserStatus)
+	if !ok {
+		return
+	}
+	status := r.PostFormValue("status")
+	rec := newRecorder()
+	_, err := p.a.setUserStatus(rec, r, routeUserStatus, status, strings.TrimSpace(r.PostFormValue("reason")))
+	if pr := p.outcome(r, rec, err); pr != nil {
+		p.dashboardFailure(w, r, sub, "The status was not changed", pr, dashState{})
+		return
+	}
+	notice := "activated"
+	if status == store.StatusSuspended {
+		notice = "suspended"
+	}
+	p.backToDashboard(w, r, notice, "users")
+}
+
+func (p *pages) setRole(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.formAction(w, r, routeUserRole)
+	if !ok {
+		return
+	}
+	rec := newRecorder()
+	_, err := p.a.setUserRole(rec, r, routeUserRole, r.PostFormValue("role"))
+	if pr := p.outcome(r, rec, err); pr != nil {
+		p.dashboardFailure(w, r, sub, "The role was not changed", pr, dashState{})
+		return
+	}
+	p.backToDashboard(w, r, "role_changed", "users")
+}
+
+func (p *pages) deleteUser(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.formAction(w, r, routeDeleteUser)
+	if !ok {
+		return
+	}
+	// The confirmation box is required in the form; a browser that ignores
+	// that still cannot delete by a single stray click.
+	if r.PostFormValue("confirm") != "yes" {
+		p.dashboardFailure(w, r, sub, "The user was not deleted", validation("tick the confirmation box to delete a user"), dashState{})
+		return
+	}
+	rec := newRecorder()
+	_, err := p.a.removeUser(rec, r, routeDeleteUser)
+	if pr := p.outcome(r, rec, err); pr != nil {
+		p.dashboardFailure(w, r, sub, "The user was not deleted", pr, dashState{})
+		return
+	}
+	p.backToDashboard(w, r, "deleted", "users")
+}
+
+func (p *pages) saveRole(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.formAction(w, r, routePutSettings)
+	if !ok {
+		return
+	}
+	form := roleForm{
+		Name:        strings.TrimSpace(r.PostFormValue("name")),
+		Rank:        strings.TrimSpace(r.PostFormValue("rank")),
+		Inherits:    r.PostFormValue("inherits"),
+		Permissions: r.PostFormValue("permissions"),
+		Models:      r.PostFormValue("models"),
+	}
+	fail := func(pr *Problem) {
+		p.dashboardFailure(w, r, sub, "The role was not saved", pr, dashState{RoleForm: form})
+	}
+	rec := newRecorder()
+	if _, ok := p.a.authorize(rec, r, routePutSettings, nil, nil); !ok {
+		fail(rec.refusal())
+		return
+	}
+	role, pr := form.setting()
+	if pr != nil {
+		fail(pr)
+		return
+	}
+	settings, err := p.a.rt.Settings(r.Context())
+	if err == nil {
+		settings.Roles[form.Name] = role
+		err = p.a.saveSettings(r, sub, settings)
+	}
+	if pr := p.outcome(r, rec, err); pr != nil {
+		fail(pr)
+		return
+	}
+	p.backToDashboard(w, r, "role_saved", "roles")
+}
+
+// setting reads the role form. Empty lists stay nil: a built-in role may be
+// given models only, and the settings tell "not given" from "empty" by nil.
+func (f roleForm) setting() (core.RoleSetting, *Problem) {
+	var s core.RoleSetting
+	if f.Name == "" || strings.ContainsFunc(f.Name, func(r rune) bool { return r <= ' ' }) {
+		return s, validation("the role needs a name without spaces")
+	}
+	if f.Rank != "" {
+		n, err := strconv.Atoi(f.Rank)
+		if err != nil {
+			return s, validation("the rank must be a whole number")
+		}
+		s.Rank = n
+	}
+	s.Inherits = fieldsOrNil(f.Inherits)
+	s.Permissions = fieldsOrNil(f.Permissions)
+	s.Models = fieldsOrNil(f.Models)
+	return s, nil
+}
+
+func fieldsOrNil(s string) []string {
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return nil
+	}
+	return f
+}
+
+func (p *pages) createSystemToken(w http.ResponseWriter, r *http.Request) {
+	sub, ok := p.formAction(w, r, routeCreateToken)
+	if !ok {
+		return
+	}
+	form := tokenFormFrom(r)
+	rec := newRecorder()
+	tok, err := p.a.newTokenFor(rec, r, routeCreateToken, form.input(store.TokenSystem))
+	if pr := p.outcome(r, rec, err); pr != nil {
+		p.dashboardFailure(w, r, sub, "The token was not created", pr, dashState{TokenForm: form})
+		return
+	}
+	// The one answer that holds the token string: rendered, not redirected to.
+	p.renderDashboard(w, r, sub, http.StatusOK, dashState{
+		Notice: "The system token was created.", Created: tok, Filter: filterFrom(p.returnFilter(r)),
+	})
+}
+
+func tokenFormFrom(r *http.Request) tokenForm {
+	return tokenForm{
+		Name:        strings.TrimSpace(r.PostFormValue("name")),
+		Permissions: r.PostFormValue("permissions"),
+		Models:      r.PostFormValue("models"),
+		ExpiresIn:   r.PostFormValue("expires_in"),
+	}
+}
+
+func (f tokenForm) input(kind string) tokenInput {
+	return tokenInput{Name: f.Name, Kind: kind, Permissions: strings.Fields(f.Permissions),
+		Models: fieldsOrNil(f.Models), ExpiresIn: f.ExpiresIn}
+}
+
+// revokeToken serves the revoke buttons of the dashboard and the account page.
+func (p *pages) revokeToken(page string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sub, ok := p.formAction(w, r, routeRevokeToken)
+		if !ok {
+			return
+		}
+		rec := newRecorder()
+		_, err := p.a.revokeTokenByID(rec, r, routeRevokeToken, r.PathValue("id"))
+		pr := p.outcome(r, rec, err)
+		switch {
+		case pr != nil && page == "/account":
+			p.accountFailure(w, r, sub, "The token was not revoked", pr, tokenForm{})
+		case pr != nil:
+			p.dashboardFailure(w, r, sub, "The token was not revoked", pr, dashState{})
+		default:
+			http.Redirect(w, r, p.a.rt.PagesPrefix+page+"?notice=token_revoked#tokens", http.StatusSeeOther)
+		}
+	}
+}
