@@ -78,7 +78,7 @@ func TestInstancesShareStateOverPostgres(t *testing.T) {
 	// A session made on A works on B.
 	bobB := b.newClient()
 	bobB.setCookie(sessionCookie, bobA.cookie(sessionCookie))
-	if r := bobB.get("/api/auth/me"); r.StatusCode != http.StatusOK || r.json(t)["user"].(map[string]any)["email"] != bob {
+	if r := bobB.get("/api/auth/me"); r.StatusCode != http.StatusOK || !strings.Contains(r.text(), `"email":"`+bob+`"`) {
 		t.Fatalf("session from A on B: %d %s", r.StatusCode, r.body)
 	}
 	tok := createToken(t, bobA, map[string]any{"name": "shared", "kind": "personal"})
