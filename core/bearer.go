@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gatehouse/gatehouse/store"
@@ -41,17 +40,17 @@ func (rt *Runtime) identifyBearer(ctx context.Context, header string) (*Subject,
 	if rt.revoked.revoked(claims.ID) {
 		return nil, fmt.Errorf("%w: token %s is revoked", ErrInvalidCredentials, claims.ID)
 	}
-	info := &TokenInfo{ID: claims.ID, Kind: claims.Kind, Scope: claims.Scope, Models: claims.Models}
+	// One allocation for the subject and its token.
+	bs := &bearerSubject{tok: TokenInfo{ID: claims.ID, Kind: claims.Kind, Scope: claims.Scope, Models: claims.Models}}
+	bs.Auth, bs.Token = "token", &bs.tok
 	rt.usage.mark(claims.ID, now)
 
 	if claims.Kind == store.TokenSystem {
 		// A system token acts for the system, not for a person: its role is
 		// the one it was minted with, its scope never grows, and revoking it
 		// is how it is ended.
-		return &Subject{
-			User: store.User{ID: claims.Subject, Email: claims.Email, Name: claims.Name, Role: claims.Role, Status: store.StatusActive},
-			Auth: "token", Token: info,
-		}, nil
+		bs.User = store.User{ID: claims.Subject, Email: claims.Email, Name: claims.Name, Role: claims.Role, Status: store.StatusActive}
+		return &bs.Subject, nil
 	}
 	user, err := rt.User(ctx, claims.Subject)
 	switch {
@@ -60,11 +59,16 @@ func (rt *Runtime) identifyBearer(ctx context.Context, header string) (*Subject,
 	case err != nil:
 		return nil, fmt.Errorf("%w: user lookup: %v", ErrUnavailable, err)
 	}
-	user, err = rt.applyGrantExpiry(ctx, user)
+	bs.User, err = rt.applyGrantExpiry(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	return &Subject{User: user, Auth: "token", Token: info}, nil
+	return &bs.Subject, nil
+}
+
+type bearerSubject struct {
+	Subject
+	tok TokenInfo
 }
 
 // IsBearer reports whether the request carries an Authorization header: such
@@ -74,35 +78,23 @@ func IsBearer(r *http.Request) bool {
 }
 
 // decisionKey is everything a cacheable policy reads for a backend request.
-func decisionKey(s *Subject, method, path string, model *string) string {
-	var b strings.Builder
-	b.Grow(160 + len(path))
+// A token's scope and models are fixed by its ID.
+type decisionKey struct {
+	userID, role, status, auth, email, name, tokenID string
+	method, path, model                              string
+	hasModel, anonymous                              bool
+}
+
+func newDecisionKey(s *Subject, method, path string, model *string) decisionKey {
+	k := decisionKey{method: method, path: path, anonymous: s == nil}
 	if s != nil {
-		b.WriteString(s.User.ID)
-		b.WriteByte(0)
-		b.WriteString(s.User.Role)
-		b.WriteByte(0)
-		b.WriteString(s.User.Status)
-		b.WriteByte(0)
-		b.WriteString(s.Auth)
-		b.WriteByte(0)
-		b.WriteString(s.User.Email)
-		b.WriteByte(0)
-		b.WriteString(s.User.Name)
-		b.WriteByte(0)
+		k.userID, k.role, k.status, k.auth, k.email, k.name = s.User.ID, s.User.Role, s.User.Status, s.Auth, s.User.Email, s.User.Name
 		if s.Token != nil {
-			// A token's scope and models are fixed by its ID.
-			b.WriteString(s.Token.ID)
+			k.tokenID = s.Token.ID
 		}
 	}
-	b.WriteByte(0)
-	b.WriteString(method)
-	b.WriteByte(0)
-	b.WriteString(path)
-	b.WriteByte(0)
 	if model != nil {
-		b.WriteByte(1)
-		b.WriteString(*model)
+		k.model, k.hasModel = *model, true
 	}
-	return b.String()
+	return k
 }

@@ -55,6 +55,7 @@ func (rt *Runtime) InvalidateUser(id string) {
 	rt.users.mu.Lock()
 	delete(rt.users.m, id)
 	rt.users.mu.Unlock()
+	rt.Sessions.ForgetUser(id)
 }
 
 // revocations is the in-memory list of revoked, unexpired token IDs.
@@ -188,12 +189,12 @@ func (rt *Runtime) writeTokenUsage(ctx context.Context) {
 type decisionCache struct {
 	mu     sync.RWMutex
 	engine *policy.Engine
-	m      map[string]policy.Decision
+	m      map[decisionKey]policy.Decision
 }
 
 const decisionCacheMax = 50000
 
-func (c *decisionCache) get(e *policy.Engine, key string) (policy.Decision, bool) {
+func (c *decisionCache) get(e *policy.Engine, key decisionKey) (policy.Decision, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.engine != e {
@@ -203,12 +204,12 @@ func (c *decisionCache) get(e *policy.Engine, key string) (policy.Decision, bool
 	return d, ok
 }
 
-func (c *decisionCache) put(e *policy.Engine, key string, d policy.Decision) {
+func (c *decisionCache) put(e *policy.Engine, key decisionKey, d policy.Decision) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.engine != e || len(c.m) >= decisionCacheMax {
 		c.engine = e
-		c.m = make(map[string]policy.Decision)
+		c.m = make(map[decisionKey]policy.Decision)
 	}
 	c.m[key] = d
 }

@@ -93,9 +93,10 @@ type DecisionRequest struct {
 // Backend decisions of a cacheable policy are remembered.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
 	engine := rt.Policy()
-	var key string
-	if d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable() {
-		key = decisionKey(d.Subject, r.Method, r.URL.Path, d.Model)
+	cacheable := d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable()
+	var key decisionKey
+	if cacheable {
+		key = newDecisionKey(d.Subject, r.Method, r.URL.Path, d.Model)
 		if dec, ok := rt.decisions.get(engine, key); ok {
 			return dec, nil
 		}
@@ -134,7 +135,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	if err != nil {
 		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
 	}
-	if key != "" {
+	if cacheable {
 		rt.decisions.put(engine, key, dec)
 	}
 	return dec, nil
@@ -208,7 +209,7 @@ func ClientIP(r *http.Request) string {
 // Assertion returns the X-Gatehouse-Assertion for the subject, reusing one
 // that still has at least half its life so the hot path rarely signs.
 func (rt *Runtime) Assertion(s *Subject) (string, error) {
-	key := s.User.ID + "\x00" + s.User.Role + "\x00" + s.User.Email + "\x00" + rt.Keys.CurrentKID()
+	key := assertionKey{s.User.ID, s.User.Role, s.User.Email, rt.Keys.CurrentKID()}
 	now := time.Now()
 	if tok, ok := rt.assertions.get(key, now); ok {
 		return tok, nil
@@ -226,15 +227,17 @@ const AssertionTTL = 60 * time.Second
 
 type assertionCache struct {
 	mu sync.Mutex
-	m  map[string]cachedAssertion
+	m  map[assertionKey]cachedAssertion
 }
+
+type assertionKey struct{ userID, role, email, kid string }
 
 type cachedAssertion struct {
 	token    string
 	reuseTil time.Time
 }
 
-func (c *assertionCache) get(key string, now time.Time) (string, bool) {
+func (c *assertionCache) get(key assertionKey, now time.Time) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	a, ok := c.m[key]
@@ -244,11 +247,11 @@ func (c *assertionCache) get(key string, now time.Time) (string, bool) {
 	return a.token, true
 }
 
-func (c *assertionCache) put(key, token string, reuseTil time.Time) {
+func (c *assertionCache) put(key assertionKey, token string, reuseTil time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) > 10000 {
-		c.m = make(map[string]cachedAssertion) // bounded: start over rather than grow
+		c.m = make(map[assertionKey]cachedAssertion) // bounded: start over rather than grow
 	}
 	c.m[key] = cachedAssertion{token: token, reuseTil: reuseTil}
 }

@@ -32,8 +32,8 @@ const (
 type Guard struct {
 	rt       *core.Runtime
 	cop      *http.CrossOriginProtection
-	models   map[string]bool // "METHOD /path" of requests whose body names a model
-	listings map[string]bool // "METHOD /path" of model listings to filter
+	models   map[route]bool // requests whose body names a model
+	listings map[route]bool // model listings to filter
 	maxBody  int64
 }
 
@@ -56,20 +56,29 @@ var DefaultListingRoutes = []string{"GET /v1/models", "GET /api/tags"}
 // DefaultMaxBodyBytes bounds the body read to find the model.
 const DefaultMaxBodyBytes = 8 << 20
 
+// route is a request's method and path.
+type route struct{ method, path string }
+
+// parseRoute reads "METHOD /path".
+func parseRoute(s string) route {
+	method, path, _ := strings.Cut(s, " ")
+	return route{method, path}
+}
+
 // New returns a guard over the runtime.
 func New(rt *core.Runtime, o Options) *Guard {
-	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), models: map[string]bool{}, listings: map[string]bool{}, maxBody: o.MaxBodyBytes}
+	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), models: map[route]bool{}, listings: map[route]bool{}, maxBody: o.MaxBodyBytes}
 	if o.ModelRoutes == nil {
 		o.ModelRoutes = DefaultModelRoutes
 	}
 	if o.ListingRoutes == nil {
 		o.ListingRoutes = DefaultListingRoutes
 	}
-	for _, rt := range o.ModelRoutes {
-		g.models[rt] = true
+	for _, r := range o.ModelRoutes {
+		g.models[parseRoute(r)] = true
 	}
-	for _, rt := range o.ListingRoutes {
-		g.listings[rt] = true
+	for _, r := range o.ListingRoutes {
+		g.listings[parseRoute(r)] = true
 	}
 	if g.maxBody <= 0 {
 		g.maxBody = DefaultMaxBodyBytes
@@ -102,9 +111,9 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	route := r.Method + " " + r.URL.Path
+	rr := route{r.Method, r.URL.Path}
 	var model *string
-	if g.models[route] {
+	if g.models[rr] {
 		m, ok := g.readModel(w, r)
 		if !ok {
 			return nil
@@ -142,7 +151,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		repl.Set("http.auth.user.email", sub.User.Email)
 		repl.Set("http.auth.user.role", sub.User.Role)
 	}
-	if g.listings[route] {
+	if g.listings[rr] {
 		return g.filterListing(w, r, sub, next)
 	}
 	return next(w, r)

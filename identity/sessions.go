@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gatehouse/gatehouse/store"
@@ -58,6 +59,9 @@ type Sessions struct {
 	st  SessionStore
 	cfg SessionConfig
 	now func() time.Time
+
+	mu    sync.RWMutex
+	cache map[string]cachedSession // by session ID
 }
 
 // NewSessions returns sessions kept in st; now is the clock (nil = time.Now).
@@ -71,7 +75,57 @@ func NewSessions(st SessionStore, cfg SessionConfig, now func() time.Time) *Sess
 	if now == nil {
 		now = time.Now
 	}
-	return &Sessions{st: st, cfg: cfg, now: now}
+	return &Sessions{st: st, cfg: cfg, now: now, cache: map[string]cachedSession{}}
+}
+
+// sessionCacheTTL bounds how long a session read from the store is reused:
+// a session ended on another instance is refused here within this time.
+// Sessions ended on this instance leave the cache at once.
+const sessionCacheTTL = time.Second
+
+// maxCachedSessions bounds the cache; past it, it starts over.
+const maxCachedSessions = 100000
+
+type cachedSession struct {
+	sess    store.Session
+	fetched time.Time
+}
+
+func (s *Sessions) cached(id string, now time.Time) (store.Session, bool) {
+	s.mu.RLock()
+	c, ok := s.cache[id]
+	s.mu.RUnlock()
+	if !ok || now.Sub(c.fetched) >= sessionCacheTTL || now.Before(c.fetched) {
+		return store.Session{}, false
+	}
+	return c.sess, true
+}
+
+func (s *Sessions) remember(sess store.Session, fetched time.Time) {
+	s.mu.Lock()
+	if len(s.cache) >= maxCachedSessions {
+		s.cache = map[string]cachedSession{}
+	}
+	s.cache[sess.ID] = cachedSession{sess: sess, fetched: fetched}
+	s.mu.Unlock()
+}
+
+func (s *Sessions) forget(id string) {
+	s.mu.Lock()
+	delete(s.cache, id)
+	s.mu.Unlock()
+}
+
+// ForgetUser drops every cached session of a user, so that a suspension or
+// deletion (which deletes the sessions in the store) takes effect at once.
+func (s *Sessions) ForgetUser(userID string) {
+	s.mu.Lock()
+	for id, c := range s.cache {
+		if c.sess.UserID == userID {
+			delete(s.cache, id)
+		}
+	}
+	s.mu.Unlock()
 }
 
 // CookieName is the session cookie's name.
@@ -111,6 +165,7 @@ func (s *Sessions) Lookup(ctx context.Context, r *http.Request) (store.Session, 
 			return store.Session{}, fmt.Errorf("touch session: %w", err)
 		}
 		sess.LastSeenAt = now
+		s.remember(sess, now)
 	}
 	return sess, nil
 }
@@ -124,6 +179,7 @@ func (s *Sessions) Rotate(ctx context.Context, r *http.Request) (*http.Cookie, s
 		return nil, store.Session{}, err
 	}
 	value, next := s.newSession(old.UserID, old.IDTokenHint)
+	s.forget(old.ID)
 	if err := s.st.RotateSession(ctx, old.ID, next); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, store.Session{}, fmt.Errorf("%w: revoked", ErrSessionInvalid)
@@ -140,6 +196,7 @@ func (s *Sessions) Destroy(ctx context.Context, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	s.forget(id)
 	if err := s.st.DeleteSession(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("delete session: %w", err)
 	}
@@ -164,14 +221,18 @@ func (s *Sessions) load(ctx context.Context, r *http.Request) (store.Session, er
 	if err != nil {
 		return store.Session{}, err
 	}
-	sess, err := s.st.GetSession(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Session{}, fmt.Errorf("%w: unknown", ErrSessionInvalid)
-	}
-	if err != nil {
-		return store.Session{}, fmt.Errorf("get session: %w", err)
-	}
 	now := s.now()
+	sess, ok := s.cached(id, now)
+	if !ok {
+		sess, err = s.st.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Session{}, fmt.Errorf("%w: unknown", ErrSessionInvalid)
+		}
+		if err != nil {
+			return store.Session{}, fmt.Errorf("get session: %w", err)
+		}
+		s.remember(sess, now)
+	}
 	var ended string
 	switch {
 	case !now.Before(sess.ExpiresAt):
@@ -182,6 +243,7 @@ func (s *Sessions) load(ctx context.Context, r *http.Request) (store.Session, er
 	if ended != "" {
 		// Best effort: if this delete fails, the store's expiry sweep removes
 		// the row later, and the session is refused either way.
+		s.forget(sess.ID)
 		_ = s.st.DeleteSession(ctx, sess.ID)
 		return store.Session{}, fmt.Errorf("%w: %s", ErrSessionInvalid, ended)
 	}
