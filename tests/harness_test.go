@@ -6,6 +6,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -72,6 +73,9 @@ type instanceConfig struct {
 	files       map[string]string
 	storeLine   string // replaces the default "store sqlite <dir>/data/gatehouse.db"
 	publicURL   string // the public_url, when the instance serves another one's (several instances behind one name)
+	https       bool   // serve https with Caddy's internal CA (clients skip verification)
+	adminPort   int    // Caddy's admin endpoint on localhost (for caddy reload); 0 = off
+	oidcIssuer  string // use this OpenID provider instead of dev_idp
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -79,7 +83,11 @@ type instanceConfig struct {
 func startInstance(t *testing.T, cfg instanceConfig) *instance {
 	t.Helper()
 	in := &instance{t: t, dir: t.TempDir(), port: freePort(t), cfg: cfg, backend: newBackend(t)}
-	in.URL = fmt.Sprintf("http://127.0.0.1:%d", in.port)
+	scheme := "http"
+	if cfg.https {
+		scheme = "https"
+	}
+	in.URL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, in.port)
 	for name, content := range cfg.files {
 		if err := os.WriteFile(filepath.Join(in.dir, name), []byte(content), 0o600); err != nil {
 			t.Fatal(err)
@@ -91,12 +99,14 @@ func startInstance(t *testing.T, cfg instanceConfig) *instance {
 }
 
 func (in *instance) caddyfile() string {
-	return fmt.Sprintf(`{
-	admin off
-	gatehouse {
-		public_url %s
-		%s
-		dev_idp {
+	global := "\tadmin off\n"
+	if in.cfg.adminPort != 0 {
+		global = fmt.Sprintf("\tadmin localhost:%d\n", in.cfg.adminPort)
+	}
+	if in.cfg.https {
+		global += "\tlocal_certs\n\tskip_install_trust\n"
+	}
+	idp := fmt.Sprintf(`dev_idp {
 			user %s "Alice Admin"
 			user %s "Bob Builder"
 			user %s "Carol Clerk"
@@ -104,19 +114,27 @@ func (in *instance) caddyfile() string {
 			user %s "Erin Extra"
 			user %s "Frank Manager"
 			user %s "Grace Target"
-		}
+		}`, alice, bob, carol, dave, erin, frank, grace)
+	if in.cfg.oidcIssuer != "" {
+		idp = fmt.Sprintf("oidc {\n\t\t\tissuer %s\n\t\t\tclient_id gatehouse\n\t\t\tclient_secret s3cret\n\t\t}", in.cfg.oidcIssuer)
+	}
+	return fmt.Sprintf(`{
+%s	gatehouse {
+		public_url %s
+		%s
+		%s
 		bootstrap_admin %s
 %s
 	}
 }
-http://127.0.0.1:%d {
+%s {
 	gatehouse_api
 	gatehouse
 	reverse_proxy %s {
 		flush_interval -1
 	}
 }
-`, in.publicURL(), in.storeLine(), alice, bob, carol, dave, erin, frank, grace, alice, in.cfg.extraGlobal, in.port, in.backend.addr)
+`, global, in.publicURL(), in.storeLine(), idp, alice, in.cfg.extraGlobal, in.URL, in.backend.addr)
 }
 
 func (in *instance) publicURL() string {
@@ -143,13 +161,15 @@ func (in *instance) start() {
 	in.logs = new(bytes.Buffer)
 	in.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
 	in.cmd.Dir = in.dir
+	// Caddy's own state (autosave, internal CA) stays in the test's directory.
+	in.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+in.dir, "XDG_CONFIG_HOME="+in.dir)
 	in.cmd.Stdout, in.cmd.Stderr = in.logs, in.logs
 	if err := in.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(in.URL + "/api/health")
+		resp, err := insecureClient.Get(in.URL + "/api/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -200,6 +220,13 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// insecureClient trusts any certificate: https instances use Caddy's
+// internal CA, which the test machine does not trust.
+var insecureClient = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+	TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+	MaxIdleConnsPerHost: 16,
+}}
+
 // client is a browser-like HTTP client with its own cookie jar that does not
 // follow redirects, so tests see every 303.
 type client struct {
@@ -212,8 +239,9 @@ type client struct {
 func (in *instance) newClient() *client {
 	jar, _ := cookiejar.New(nil)
 	return &client{t: in.t, in: in, jar: jar, http: &http.Client{
-		Jar:     jar,
-		Timeout: 15 * time.Second,
+		Jar:       jar,
+		Timeout:   15 * time.Second,
+		Transport: insecureClient.Transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},

@@ -148,8 +148,16 @@ func TestRefreshAndLogoutInvalidateTheOldCookie(t *testing.T) {
 	form := in.newClient()
 	form.signIn(alice, "")
 	fout := form.do("POST", "/api/auth/logout", url.Values{})
-	if fout.StatusCode != http.StatusSeeOther || fout.Header.Get("Location") == "" {
+	// ...to the IdP's end-session endpoint, with the ID token as a hint and
+	// the public URL to come back to.
+	loc, _ := url.Parse(fout.Header.Get("Location"))
+	if fout.StatusCode != http.StatusSeeOther || loc == nil || !strings.HasPrefix(loc.String(), in.URL+"/dev-idp/") ||
+		loc.Query().Get("id_token_hint") == "" || loc.Query().Get("post_logout_redirect_uri") != in.URL+"/" {
 		t.Fatalf("form logout: %d, Location %q", fout.StatusCode, fout.Header.Get("Location"))
+	}
+	end := form.get(loc.String())
+	if end.StatusCode/100 != 3 || !strings.HasPrefix(end.Header.Get("Location"), in.URL+"/") {
+		t.Fatalf("the IdP's end-session endpoint answered %d, Location %q", end.StatusCode, end.Header.Get("Location"))
 	}
 }
 
