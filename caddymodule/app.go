@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/core"
@@ -31,7 +32,8 @@ type App struct {
 	PublicURL string `json:"public_url,omitempty"`
 	// Store selects the backend. Default: sqlite at ./data/gatehouse.db.
 	Store *StoreConfig `json:"store,omitempty"`
-	// Redis is reserved for the multi-instance deployment (sessions, revocation fan-out).
+	// Redis (redis://host:port/db) announces revocations, user changes, key
+	// rotations and settings to the other instances at once.
 	Redis string `json:"redis,omitempty"`
 	// OIDC is the organisation's OpenID provider. Ignored when DevIdP is set.
 	OIDC *OIDCConfig `json:"oidc,omitempty"`
@@ -238,7 +240,9 @@ func (a *App) Validate() error {
 		return fmt.Errorf("gatehouse: store: unknown driver %q (supported: sqlite, postgres)", a.Store.Driver)
 	}
 	if a.Redis != "" {
-		return errors.New("gatehouse: redis: not supported by this version yet; remove the directive")
+		if _, err := redis.ParseURL(a.Redis); err != nil {
+			return fmt.Errorf("gatehouse: redis: %v", err)
+		}
 	}
 	if a.DevIdP == nil {
 		if a.OIDC == nil {
@@ -349,6 +353,7 @@ func (a *App) runtimeOptions() core.Options {
 		SigningAlgorithm:   a.SigningAlgorithm,
 		TokenAudiences:     a.TokenAudiences,
 		MaxStaleness:       time.Duration(a.MaxStaleness),
+		Redis:              a.Redis,
 		Logger:             a.logger,
 	}
 	if len(a.TokenLifetimes) > 0 {

@@ -217,7 +217,7 @@ func TestValidateRejects(t *testing.T) {
 			a.Secret = strings.Repeat("x", 32)
 		}, "gatehouse: store: postgres needs a connection URL"},
 		{"postgres without a secret", func(a *App) { a.Store = &StoreConfig{Driver: "postgres", DSN: "postgres://db/gh"} }, "gatehouse: secret is required with store postgres"},
-		{"redis", func(a *App) { a.Redis = "redis://127.0.0.1:6379" }, "gatehouse: redis: not supported by this version yet"},
+		{"redis with a bad URL", func(a *App) { a.Redis = "http://127.0.0.1:6379" }, "gatehouse: redis: "},
 		{"missing oidc", func(a *App) { a.OIDC = nil }, "gatehouse: oidc is required (or dev_idp for trying Gatehouse out)"},
 		{"oidc without issuer", func(a *App) { a.OIDC.Issuer = "" }, "gatehouse: oidc: issuer is required"},
 		{"oidc without client_id", func(a *App) { a.OIDC.ClientID = "" }, "gatehouse: oidc: client_id is required"},

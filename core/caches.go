@@ -12,9 +12,6 @@ import (
 	"github.com/gatehouse/gatehouse/store"
 )
 
-// userTTL bounds how stale a cached user may be: another instance's role or
-// status change is enforced here within this time.
-const userTTL = time.Second
 
 // userCache keeps users for the hot path. Local changes invalidate at once.
 type userCache struct {
@@ -33,7 +30,7 @@ func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 	rt.users.mu.RLock()
 	c, ok := rt.users.m[id]
 	rt.users.mu.RUnlock()
-	if ok && now.Sub(c.fetched) < userTTL {
+	if ok && now.Sub(c.fetched) < rt.userTTL {
 		return c.user, nil
 	}
 	u, err := rt.Store.GetUser(ctx, id)
@@ -52,6 +49,11 @@ func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 // InvalidateUser drops a changed user from the caches so the next request
 // sees the change.
 func (rt *Runtime) InvalidateUser(id string) {
+	rt.forgetUser(id)
+	rt.announce(fanoutEvent{Kind: "user", ID: id})
+}
+
+func (rt *Runtime) forgetUser(id string) {
 	rt.users.mu.Lock()
 	delete(rt.users.m, id)
 	rt.users.mu.Unlock()
@@ -113,7 +115,7 @@ func (rt *Runtime) syncRevocations(ctx context.Context) error {
 // watchRevocations keeps the revocation list fresh: a token revoked on
 // another instance is refused here within a second.
 func (rt *Runtime) watchRevocations(ctx context.Context) {
-	t := time.NewTicker(revocationSyncInterval)
+	t := time.NewTicker(rt.pollRevocations)
 	defer t.Stop()
 	for tick := 0; ; tick++ {
 		select {
@@ -125,7 +127,7 @@ func (rt *Runtime) watchRevocations(ctx context.Context) {
 			rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
 		}
 		// Keys rotated on another instance: tokens they sign verify here
-		// within a second.
+		// within a second (or at once, announced over Redis).
 		if tick%2 == 1 {
 			if err := rt.Keys.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				rt.Logger.Warn("reloading signing keys", zap.Error(err))
@@ -133,8 +135,6 @@ func (rt *Runtime) watchRevocations(ctx context.Context) {
 		}
 	}
 }
-
-const revocationSyncInterval = 500 * time.Millisecond
 
 // tokenUsage batches last-used times so the hot path never writes to the store.
 type tokenUsage struct {

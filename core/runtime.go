@@ -51,6 +51,7 @@ type Options struct {
 	TokenLifetimes     map[string]time.Duration // longest life per token kind
 	TokenAudiences     []string                 // extra aud values of API tokens
 	MaxStaleness       time.Duration            // oldest revocation view that still accepts bearer tokens
+	Redis              string                   // optional redis:// URL for announcing changes to other instances
 	Notify             notify.Config            // Webhooks, SMTP
 	Logger             *zap.Logger
 }
@@ -76,6 +77,9 @@ type Runtime struct {
 	tokenLifetimes  map[string]time.Duration
 	tokenAudiences  []string
 	maxStaleness    time.Duration
+	fanout          *fanout
+	pollRevocations time.Duration
+	userTTL         time.Duration
 	revoked         revocations
 	users           userCache
 	usage           tokenUsage
@@ -147,6 +151,13 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	rt.maxStaleness = o.MaxStaleness
 	if rt.maxStaleness <= 0 {
 		rt.maxStaleness = 30 * time.Second
+	}
+	rt.pollRevocations, rt.userTTL = pollRevocations, cacheUsers
+	if o.Redis != "" {
+		if rt.fanout, err = newFanout(o.Redis); err != nil {
+			return nil, err
+		}
+		rt.pollRevocations, rt.userTTL = pollRevocationsRedis, cacheUsersRedis
 	}
 	rt.tokens = tokens.NewVerifier(rt.Keys, tokens.VerifierConfig{Issuer: o.PublicURL, Audience: TokenAudience})
 	if err := rt.syncRevocations(ctx); err != nil {
@@ -262,6 +273,17 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 func (rt *Runtime) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.stop = cancel
+	if rt.fanout != nil {
+		rt.wg.Add(2)
+		go func() {
+			defer rt.wg.Done()
+			rt.listen(ctx)
+		}()
+		go func() {
+			defer rt.wg.Done()
+			rt.publish(ctx)
+		}()
+	}
 	rt.wg.Add(5)
 	go func() {
 		defer rt.wg.Done()
@@ -293,9 +315,12 @@ func (rt *Runtime) Stop() {
 	rt.wg.Wait()
 }
 
-// Close releases the store.
+// Close releases the store and the Redis client.
 func (rt *Runtime) Close() error {
 	rt.Stop()
+	if rt.fanout != nil {
+		rt.fanout.rdb.Close()
+	}
 	return rt.Store.Close()
 }
 

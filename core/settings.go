@@ -80,6 +80,7 @@ func (rt *Runtime) PutSettings(ctx context.Context, s Settings) error {
 	}
 	rt.policy.Store(engine)
 	rt.settingsRaw.Store(&raw)
+	rt.announce(fanoutEvent{Kind: "settings"})
 	return nil
 }
 

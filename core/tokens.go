@@ -108,6 +108,7 @@ func (rt *Runtime) RevokeToken(ctx context.Context, r *http.Request, actor *Subj
 	}
 	rt.revoked.add(t.ID, t.ExpiresAt)
 	rt.tokens.Forget(t.ID)
+	rt.announce(fanoutEvent{Kind: "revoke", ID: t.ID, Exp: t.ExpiresAt.Unix()})
 	rt.LogEvent(audit)
 	return nil
 }
@@ -137,6 +138,7 @@ func (rt *Runtime) RotateKeys(ctx context.Context, r *http.Request, actor *Subje
 	if err != nil {
 		return "", err
 	}
+	rt.announce(fanoutEvent{Kind: "keys"})
 	rt.Audit(ctx, r, AuditEvent{Type: "keys.rotated", ActorID: actor.User.ID, Detail: map[string]any{"kid": kid}})
 	return kid, nil
 }

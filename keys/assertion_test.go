@@ -53,7 +53,7 @@ func decodeSegment(t *testing.T, token string, i int) map[string]any {
 
 func TestAssertionCarriesIdentity(t *testing.T) {
 	clock := newFakeClock()
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, clock)
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, clock)
 	now := clock.Now().Unix()
 
 	token, err := ring.Assertion(testIssuer, testAudience, "u-42", "alice@example.com", "admin", 30*time.Second)
@@ -98,7 +98,7 @@ func TestAssertionCarriesIdentity(t *testing.T) {
 
 func TestAssertionLifetimeIsCappedAtOneMinute(t *testing.T) {
 	clock := newFakeClock()
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, clock)
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, clock)
 	for _, tc := range []struct {
 		name    string
 		ttl     time.Duration
@@ -126,7 +126,7 @@ func TestAssertionLifetimeIsCappedAtOneMinute(t *testing.T) {
 
 func TestAssertionOmitsEmptyEmailAndRole(t *testing.T) {
 	clock := newFakeClock()
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, clock)
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, clock)
 	token, err := ring.Assertion(testIssuer, testAudience, "system:t-1", "", "", time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +142,7 @@ func TestAssertionOmitsEmptyEmailAndRole(t *testing.T) {
 }
 
 func TestAssertionIDsAreUnique(t *testing.T) {
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, newFakeClock())
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, newFakeClock())
 	seen := map[any]bool{}
 	for range 100 {
 		token, err := ring.Assertion(testIssuer, testAudience, "u-1", "", "user", time.Minute)
@@ -158,7 +158,7 @@ func TestAssertionIDsAreUnique(t *testing.T) {
 }
 
 func TestAssertionRequiresIssuerAudienceAndSubject(t *testing.T) {
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, newFakeClock())
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, newFakeClock())
 	for _, tc := range []struct{ name, iss, aud, sub string }{
 		{"no issuer", "", testAudience, "u-1"},
 		{"no audience", testIssuer, "", "u-1"},
@@ -174,7 +174,7 @@ func TestAssertionRequiresIssuerAudienceAndSubject(t *testing.T) {
 }
 
 func BenchmarkAssertion(b *testing.B) {
-	ring := mustRing(b, newMemKeyStore(), keys.RingConfig{}, newFakeClock())
+	ring := mustRing(b, newTestStore(b), keys.RingConfig{}, newFakeClock())
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

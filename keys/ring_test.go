@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -26,77 +27,38 @@ import (
 	"github.com/gatehouse/gatehouse/store"
 )
 
-// memKeyStore is a test double for the store's signing-key methods, following
-// the contract in store.Store.
-type memKeyStore struct {
-	mu      sync.Mutex
-	keys    map[string]store.SigningKey
-	listErr error
-}
-
-func newMemKeyStore() *memKeyStore {
-	return &memKeyStore{keys: map[string]store.SigningKey{}}
-}
-
-func (m *memKeyStore) PutSigningKey(_ context.Context, k store.SigningKey) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.keys[k.ID]; ok {
-		return fmt.Errorf("put signing key %s: %w", k.ID, store.ErrConflict)
+// newTestStore opens an empty SQLite store, the real backend, in the test's
+// temporary directory.
+func newTestStore(t testing.TB) *store.SQLite {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
 	}
-	m.keys[k.ID] = cloneKey(k)
-	return nil
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
-func (m *memKeyStore) ListSigningKeys(_ context.Context, now time.Time) ([]store.SigningKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.listErr != nil {
-		return nil, m.listErr
+// storedKeys returns every signing key in st, retired or not: listing as of
+// the zero time leaves none out.
+func storedKeys(t *testing.T, st *store.SQLite) []store.SigningKey {
+	t.Helper()
+	all, err := st.ListSigningKeys(context.Background(), time.Time{})
+	if err != nil {
+		t.Fatalf("list stored keys: %v", err)
 	}
-	var out []store.SigningKey
-	for _, k := range m.keys {
-		if k.PublishUntil == nil || k.PublishUntil.After(now) {
-			out = append(out, cloneKey(k))
+	return all
+}
+
+func storedKey(t *testing.T, st *store.SQLite, id string) store.SigningKey {
+	t.Helper()
+	for _, k := range storedKeys(t, st) {
+		if k.ID == id {
+			return k
 		}
 	}
-	slices.SortFunc(out, func(a, b store.SigningKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return out, nil
-}
-
-func (m *memKeyStore) RetireSigningKey(_ context.Context, id string, at, publishUntil time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.keys[id]
-	if !ok {
-		return fmt.Errorf("retire signing key %s: %w", id, store.ErrNotFound)
-	}
-	k.RetiredAt, k.PublishUntil = &at, &publishUntil
-	m.keys[id] = k
-	return nil
-}
-
-func (m *memKeyStore) get(t *testing.T, id string) store.SigningKey {
-	t.Helper()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.keys[id]
-	if !ok {
-		t.Fatalf("store has no key %s", id)
-	}
-	return cloneKey(k)
-}
-
-func (m *memKeyStore) count() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.keys)
-}
-
-func cloneKey(k store.SigningKey) store.SigningKey {
-	k.PrivateSealed = bytes.Clone(k.PrivateSealed)
-	k.PublicJWK = bytes.Clone(k.PublicJWK)
-	return k
+	t.Fatalf("store has no key %s", id)
+	return store.SigningKey{}
 }
 
 // fakeClock is the ring's injected clock.
@@ -171,14 +133,14 @@ func jwksKIDs(t *testing.T, ring *keys.Ring) []string {
 }
 
 func TestNewRingCreatesSealedFirstKey(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	ring := mustRing(t, ks, keys.RingConfig{}, clock)
 
 	kid := ring.CurrentKID()
-	if ks.count() != 1 {
-		t.Fatalf("store holds %d keys, want 1", ks.count())
+	if n := len(storedKeys(t, ks)); n != 1 {
+		t.Fatalf("store holds %d keys, want 1", n)
 	}
-	rec := ks.get(t, kid)
+	rec := storedKey(t, ks, kid)
 	if rec.Algorithm != "ES256" || !rec.CreatedAt.Equal(clock.Now()) || rec.RetiredAt != nil || rec.PublishUntil != nil {
 		t.Fatalf("stored key = {alg %s, created %s, retired %v, until %v}, want an active ES256 key created now",
 			rec.Algorithm, rec.CreatedAt, rec.RetiredAt, rec.PublishUntil)
@@ -221,7 +183,7 @@ func TestNewRingCreatesSealedFirstKey(t *testing.T) {
 }
 
 func TestNewRingLoadsStoredKey(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	first := mustRing(t, ks, keys.RingConfig{}, clock)
 	token, err := first.Sign(map[string]any{"sub": "alice"}, "at+jwt")
 	if err != nil {
@@ -230,8 +192,8 @@ func TestNewRingLoadsStoredKey(t *testing.T) {
 
 	clock.Advance(time.Hour)
 	second := mustRing(t, ks, keys.RingConfig{}, clock)
-	if second.CurrentKID() != first.CurrentKID() || ks.count() != 1 {
-		t.Fatalf("second ring uses kid %s with %d stored keys, want the stored kid %s", second.CurrentKID(), ks.count(), first.CurrentKID())
+	if n := len(storedKeys(t, ks)); second.CurrentKID() != first.CurrentKID() || n != 1 {
+		t.Fatalf("second ring uses kid %s with %d stored keys, want the stored kid %s", second.CurrentKID(), n, first.CurrentKID())
 	}
 	if string(second.JWKS()) != string(first.JWKS()) {
 		t.Fatalf("JWKS differ between instances:\n%s\n%s", first.JWKS(), second.JWKS())
@@ -240,7 +202,7 @@ func TestNewRingLoadsStoredKey(t *testing.T) {
 }
 
 func TestNewRingWithAnotherSecretFails(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	mustRing(t, ks, keys.RingConfig{}, clock)
 
 	other := mustSecret(t, "a different master secret of sufficient length").Sealer(keys.SigningKeyPurpose)
@@ -251,28 +213,30 @@ func TestNewRingWithAnotherSecretFails(t *testing.T) {
 	if !strings.Contains(err.Error(), "the master secret is not the one it was stored with") {
 		t.Fatalf("error %q does not say the secret changed", err)
 	}
-	if ks.count() != 1 {
-		t.Fatalf("store holds %d keys, want the original key only", ks.count())
+	if n := len(storedKeys(t, ks)); n != 1 {
+		t.Fatalf("store holds %d keys, want the original key only", n)
 	}
 }
 
 func TestNewRingRefusesStoredPublicKeyThatIsNotTheSealedKeys(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	kid := mustRing(t, ks, keys.RingConfig{}, clock).CurrentKID()
 
 	// Someone with write access to the store, but not the secret, swaps in a
-	// public key of their own.
+	// public key of their own: the tampered store holds the genuine sealed
+	// private key next to the attacker's public key.
 	_, attackerKey, _ := ed25519.GenerateKey(nil)
 	forged, _ := jwk.FromRaw(attackerKey.Public())
 	_ = forged.Set(jwk.KeyIDKey, kid)
 	forgedJSON, _ := json.Marshal(forged)
-	ks.mu.Lock()
-	rec := ks.keys[kid]
+	rec := storedKey(t, ks, kid)
 	rec.PublicJWK = forgedJSON
-	ks.keys[kid] = rec
-	ks.mu.Unlock()
+	tampered := newTestStore(t)
+	if err := tampered.PutSigningKey(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
 
-	_, err := keys.NewRing(context.Background(), ks, signingSealer(t), keys.RingConfig{}, clock.Now)
+	_, err := keys.NewRing(context.Background(), tampered, signingSealer(t), keys.RingConfig{}, clock.Now)
 	if err == nil || !strings.Contains(err.Error(), "signing key "+kid+": stored public key does not match its private key") {
 		t.Fatalf("NewRing error = %v, want a mismatch error", err)
 	}
@@ -281,13 +245,13 @@ func TestNewRingRefusesStoredPublicKeyThatIsNotTheSealedKeys(t *testing.T) {
 func TestNewRingRefusesUnsupportedAlgorithms(t *testing.T) {
 	for _, alg := range []string{"none", "HS256", "HS512", "PS256", "ES384", "es256"} {
 		t.Run(alg, func(t *testing.T) {
-			ks := newMemKeyStore()
+			ks := newTestStore(t)
 			_, err := keys.NewRing(context.Background(), ks, signingSealer(t), keys.RingConfig{Algorithm: alg}, newFakeClock().Now)
 			want := fmt.Sprintf("signing algorithm %q is not supported: use ES256, EdDSA or RS256", alg)
 			if err == nil || err.Error() != want {
 				t.Fatalf("NewRing error = %v, want %q", err, want)
 			}
-			if ks.count() != 0 {
+			if len(storedKeys(t, ks)) != 0 {
 				t.Fatal("a refused configuration stored a key")
 			}
 		})
@@ -307,9 +271,9 @@ func TestSignedTokensVerifyThroughJWKS(t *testing.T) {
 		{"RS256", jwa.RS256, jwa.RSA, &rsa.PublicKey{}},
 	} {
 		t.Run(string(tc.alg)+"/config "+tc.config, func(t *testing.T) {
-			ks := newMemKeyStore()
+			ks := newTestStore(t)
 			ring := mustRing(t, ks, keys.RingConfig{Algorithm: tc.config}, newFakeClock())
-			if rec := ks.get(t, ring.CurrentKID()); rec.Algorithm != tc.alg.String() {
+			if rec := storedKey(t, ks, ring.CurrentKID()); rec.Algorithm != tc.alg.String() {
 				t.Fatalf("stored algorithm %q, want %q", rec.Algorithm, tc.alg)
 			}
 
@@ -358,7 +322,7 @@ func TestSignedTokensVerifyThroughJWKS(t *testing.T) {
 }
 
 func TestSignWithoutTypOmitsHeader(t *testing.T) {
-	ring := mustRing(t, newMemKeyStore(), keys.RingConfig{}, newFakeClock())
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, newFakeClock())
 	token, err := ring.Sign(map[string]any{}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +337,7 @@ func TestSignWithoutTypOmitsHeader(t *testing.T) {
 }
 
 func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	const lifetime = 90 * 24 * time.Hour
 	ring := mustRing(t, ks, keys.RingConfig{MaxTokenLifetime: lifetime}, clock)
 	other := mustRing(t, ks, keys.RingConfig{MaxTokenLifetime: lifetime}, clock) // a second instance
@@ -392,11 +356,11 @@ func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
 	if newKID == oldKID || ring.CurrentKID() != newKID {
 		t.Fatalf("after Rotate current kid = %s (returned %s), old %s; want a new current key", ring.CurrentKID(), newKID, oldKID)
 	}
-	old := ks.get(t, oldKID)
+	old := storedKey(t, ks, oldKID)
 	if old.RetiredAt == nil || !old.RetiredAt.Equal(rotatedAt) || old.PublishUntil == nil || !old.PublishUntil.Equal(rotatedAt.Add(lifetime)) {
 		t.Fatalf("old key retired at %v, published until %v; want %s and %s", old.RetiredAt, old.PublishUntil, rotatedAt, rotatedAt.Add(lifetime))
 	}
-	if rec := ks.get(t, newKID); rec.RetiredAt != nil || rec.PublishUntil != nil {
+	if rec := storedKey(t, ks, newKID); rec.RetiredAt != nil || rec.PublishUntil != nil {
 		t.Fatal("the new key is stored as retired")
 	}
 
@@ -447,7 +411,7 @@ func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
 }
 
 func TestRotateRetiresKeysOtherInstancesMadeCurrent(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	a := mustRing(t, ks, keys.RingConfig{}, clock)
 	b := mustRing(t, ks, keys.RingConfig{}, clock)
 	clock.Advance(time.Second)
@@ -461,7 +425,7 @@ func TestRotateRetiresKeysOtherInstancesMadeCurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ks.get(t, kidA).RetiredAt == nil {
+	if storedKey(t, ks, kidA).RetiredAt == nil {
 		t.Fatal("the key another instance made current is still active")
 	}
 	if err := a.Reload(context.Background()); err != nil {
@@ -473,7 +437,7 @@ func TestRotateRetiresKeysOtherInstancesMadeCurrent(t *testing.T) {
 }
 
 func TestNewRingRotatesWhenConfiguredAlgorithmChanges(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	es := mustRing(t, ks, keys.RingConfig{Algorithm: "ES256"}, clock)
 	token, _ := es.Sign(map[string]any{"sub": "alice"}, "at+jwt")
 
@@ -485,23 +449,28 @@ func TestNewRingRotatesWhenConfiguredAlgorithmChanges(t *testing.T) {
 	if _, alg, _ := ed.PublicKey(ed.CurrentKID()); alg != "EdDSA" {
 		t.Fatalf("current key signs %s, want EdDSA", alg)
 	}
-	if until := ks.get(t, es.CurrentKID()).PublishUntil; until == nil || !until.Equal(clock.Now().Add(24*time.Hour)) {
+	if until := storedKey(t, ks, es.CurrentKID()).PublishUntil; until == nil || !until.Equal(clock.Now().Add(24*time.Hour)) {
 		t.Fatalf("old ES256 key published until %v, want %s", until, clock.Now().Add(24*time.Hour))
 	}
 	verifyWithJWKS(t, ed, token)
 }
 
 func TestReloadKeepsKeysWhenStoreFails(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	ring := mustRing(t, ks, keys.RingConfig{}, clock)
 	kid, jwks := ring.CurrentKID(), string(ring.JWKS())
 
-	ks.mu.Lock()
-	ks.listErr = errors.New("database is locked")
-	ks.mu.Unlock()
+	// The database goes away under the running ring.
+	if err := ks.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, storeErr := ks.ListSigningKeys(context.Background(), clock.Now())
+	if storeErr == nil {
+		t.Fatal("a closed store listed keys")
+	}
 	err := ring.Reload(context.Background())
-	if err == nil || err.Error() != "reload signing keys: list signing keys: database is locked" {
-		t.Fatalf("Reload error = %v", err)
+	if err == nil || !strings.HasPrefix(err.Error(), "reload signing keys: ") || !strings.HasSuffix(err.Error(), storeErr.Error()) {
+		t.Fatalf("Reload error = %v, want the store's error %q under \"reload signing keys\"", err, storeErr)
 	}
 	if ring.CurrentKID() != kid || string(ring.JWKS()) != jwks {
 		t.Fatal("a failed reload changed the ring")
@@ -512,14 +481,14 @@ func TestReloadKeepsKeysWhenStoreFails(t *testing.T) {
 }
 
 func TestNewRingRefusesNegativeLifetime(t *testing.T) {
-	_, err := keys.NewRing(context.Background(), newMemKeyStore(), signingSealer(t), keys.RingConfig{MaxTokenLifetime: -time.Hour}, nil)
+	_, err := keys.NewRing(context.Background(), newTestStore(t), signingSealer(t), keys.RingConfig{MaxTokenLifetime: -time.Hour}, nil)
 	if err == nil || err.Error() != "max token lifetime -1h0m0s is negative" {
 		t.Fatalf("NewRing error = %v", err)
 	}
 }
 
 func TestSignDuringRotateIsSafe(t *testing.T) {
-	ks, clock := newMemKeyStore(), newFakeClock()
+	ks, clock := newTestStore(t), newFakeClock()
 	ring := mustRing(t, ks, keys.RingConfig{}, clock)
 	const rotations = 5
 
@@ -583,7 +552,7 @@ func TestSignDuringRotateIsSafe(t *testing.T) {
 func BenchmarkSign(b *testing.B) {
 	for _, alg := range []string{"ES256", "EdDSA", "RS256"} {
 		b.Run(alg, func(b *testing.B) {
-			ring := mustRing(b, newMemKeyStore(), keys.RingConfig{Algorithm: alg}, newFakeClock())
+			ring := mustRing(b, newTestStore(b), keys.RingConfig{Algorithm: alg}, newFakeClock())
 			claims := map[string]any{"iss": "https://chat.example.com", "sub": "u-1", "scope": "chat:use models:list", "exp": 1893456000}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

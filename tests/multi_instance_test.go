@@ -3,8 +3,11 @@ package tests
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,4 +155,120 @@ func TestInstancesShareStateOverPostgres(t *testing.T) {
 			return ""
 		})
 	})
+}
+
+// redisServer runs a private redis-server on a free port, so a test can stop
+// it; it returns the URL and a function that stops it.
+func redisServer(t *testing.T) (string, func()) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("redis-server is required under CI: %v", err)
+		}
+		t.Skipf("redis-server is not installed (%v); skipping because CI is not set", err)
+	}
+	port := freePort(t)
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	waitFor(t, 5*time.Second, "redis-server to listen", func() string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err.Error()
+		}
+		c.Close()
+		return ""
+	})
+	return "redis://" + addr + "/0", stop
+}
+
+// TestRedisAnnouncesChangesAndItsLossIsSurvived: with redis configured a
+// change reaches the other instance at once (its store backstop is then 5 s),
+// and when Redis goes away nothing breaks: the backstop carries changes.
+func TestRedisAnnouncesChangesAndItsLossIsSurvived(t *testing.T) {
+	storeURL := postgresSchema(t)
+	redisURL, stopRedis := redisServer(t)
+	cfg := instanceConfig{
+		storeLine:   "store postgres " + storeURL,
+		extraGlobal: "\t\tsecret this-is-a-shared-test-secret-of-40-chars\n\t\tredis " + redisURL,
+	}
+	a := startInstance(t, cfg)
+	cfg.publicURL = a.URL
+	b := startInstance(t, cfg)
+	adminA := a.newClient()
+	adminA.signIn(alice, "")
+	bobA := activeClient(t, a, bob)
+	bobID := bobA.userID()
+	time.Sleep(300 * time.Millisecond) // both instances subscribed
+
+	fast := 400 * time.Millisecond // well under the 5 s backstop: only Redis can be this quick
+	tok := createToken(t, bobA, map[string]any{"name": "one", "kind": "personal"})
+	if r := bearer(t, b, "GET", "/anything", tok["token"].(string), nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("token on B: %d %s", r.StatusCode, r.body)
+	}
+	bobA.do("DELETE", "/api/tokens/"+tok["id"].(string), nil)
+	took := waitFor(t, fast, "revocation announced to B", func() string {
+		if r := bearer(t, b, "GET", "/anything", tok["token"].(string), nil); r.StatusCode != http.StatusUnauthorized {
+			return fmt.Sprint("status ", r.StatusCode)
+		}
+		return ""
+	})
+	t.Logf("revocation reached B over redis after %s", took)
+
+	tok2 := createToken(t, bobA, map[string]any{"name": "two", "kind": "personal"})["token"].(string)
+	if r := bearer(t, b, "GET", "/anything", tok2, nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("token two on B: %d", r.StatusCode)
+	}
+	adminA.do("PUT", "/api/users/"+bobID+"/status", map[string]any{"status": "suspended"})
+	waitFor(t, fast, "suspension announced to B", func() string {
+		if r := bearer(t, b, "GET", "/anything", tok2, nil); r.StatusCode != http.StatusForbidden {
+			return fmt.Sprint("status ", r.StatusCode)
+		}
+		return ""
+	})
+	adminA.do("PUT", "/api/users/"+bobID+"/status", map[string]any{"status": "active"})
+
+	// Redis goes away. Valid tokens keep working, and a revocation still
+	// reaches B through the store backstop.
+	stopRedis()
+	bob2 := in2(t, a, bob)
+	tok3 := createToken(t, bob2, map[string]any{"name": "three", "kind": "personal"})
+	waitFor(t, 7*time.Second, "token three on B after redis left", func() string {
+		if r := bearer(t, b, "GET", "/anything", tok3["token"].(string), nil); r.StatusCode != http.StatusOK {
+			return fmt.Sprint("status ", r.StatusCode, " ", r.text())
+		}
+		return ""
+	})
+	if r := bob2.do("DELETE", "/api/tokens/"+tok3["id"].(string), nil); r.StatusCode != http.StatusNoContent {
+		t.Fatalf("revoke without redis: %d %s", r.StatusCode, r.body)
+	}
+	waitFor(t, 7*time.Second, "revocation through the backstop", func() string {
+		if r := bearer(t, b, "GET", "/anything", tok3["token"].(string), nil); r.StatusCode != http.StatusUnauthorized {
+			return fmt.Sprint("status ", r.StatusCode)
+		}
+		return ""
+	})
+	if r := b.newClient().get("/api/health"); r.StatusCode != http.StatusOK {
+		t.Fatalf("B's health without redis: %d", r.StatusCode)
+	}
+}
+
+// in2 signs email in again on an instance (after a suspension ended the session).
+func in2(t *testing.T, in *instance, email string) *client {
+	t.Helper()
+	c := in.newClient()
+	c.signIn(email, "")
+	return c
 }

@@ -1,0 +1,127 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// With Redis, a change made on one instance reaches the others at once over
+// pub/sub; the store is then re-read less often, as a backstop for messages
+// lost while Redis was away. Without Redis the store is polled often enough
+// that changes cross over within a second.
+const (
+	fanoutChannel = "gatehouse:events"
+
+	pollRevocations      = 500 * time.Millisecond
+	pollRevocationsRedis = 5 * time.Second
+	cacheUsers           = time.Second
+	cacheUsersRedis      = 5 * time.Second
+	publishTimeout       = time.Second
+)
+
+// fanoutEvent is one change announced to the other instances.
+type fanoutEvent struct {
+	Kind string `json:"kind"` // revoke, user, settings, keys
+	ID   string `json:"id,omitempty"`
+	Exp  int64  `json:"exp,omitempty"` // revoke: the token's expiry (unix seconds)
+	From string `json:"from"`          // the announcing instance, which skips its own events
+}
+
+type fanout struct {
+	rdb      *redis.Client
+	instance string
+	outbox   chan fanoutEvent // announcements waiting for the publisher
+}
+
+func newFanout(url string) (*fanout, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return nil, err
+	}
+	return &fanout{rdb: redis.NewClient(opts), instance: hex.EncodeToString(id), outbox: make(chan fanoutEvent, 1024)}, nil
+}
+
+// announce queues a change for the other instances. It never blocks or
+// fails the caller: the change is already in the store, and the backstop
+// resync carries it if Redis is away or the queue is full.
+func (rt *Runtime) announce(ev fanoutEvent) {
+	if rt.fanout == nil {
+		return
+	}
+	ev.From = rt.fanout.instance
+	select {
+	case rt.fanout.outbox <- ev:
+	default:
+	}
+}
+
+// publish sends queued announcements until ctx ends.
+func (rt *Runtime) publish(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-rt.fanout.outbox:
+			payload, _ := json.Marshal(ev)
+			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+			err := rt.fanout.rdb.Publish(pctx, fanoutChannel, payload).Err()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				rt.Logger.Warn("announcing a change over redis failed; other instances will see it at their next resync",
+					zap.String("kind", ev.Kind), zap.Error(err))
+			}
+		}
+	}
+}
+
+// listen applies the other instances' announcements until ctx ends. go-redis
+// reconnects and resubscribes by itself when Redis comes back.
+func (rt *Runtime) listen(ctx context.Context) {
+	sub := rt.fanout.rdb.Subscribe(ctx, fanoutChannel)
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg, ok := <-ch:
+			if !ok {
+				return
+			}
+			var ev fanoutEvent
+			if err := json.Unmarshal([]byte(msg.Payload), &ev); err != nil || ev.From == rt.fanout.instance {
+				continue
+			}
+			rt.apply(ctx, ev)
+		}
+	}
+}
+
+func (rt *Runtime) apply(ctx context.Context, ev fanoutEvent) {
+	switch ev.Kind {
+	case "revoke":
+		rt.revoked.add(ev.ID, time.Unix(ev.Exp, 0))
+		rt.tokens.Forget(ev.ID)
+	case "user":
+		rt.forgetUser(ev.ID)
+	case "settings":
+		if err := rt.loadPolicy(ctx); err != nil {
+			rt.Logger.Error("settings announced over redis do not make a valid policy; keeping the previous one", zap.Error(err))
+		}
+	case "keys":
+		if err := rt.Keys.Reload(ctx); err != nil {
+			rt.Logger.Warn("reloading signing keys after an announcement", zap.Error(err))
+		}
+	}
+}
