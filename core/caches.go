@@ -12,7 +12,6 @@ import (
 	"github.com/gatehouse/gatehouse/store"
 )
 
-
 // userCache keeps users for the hot path. Local changes invalidate at once.
 type userCache struct {
 	mu sync.RWMutex

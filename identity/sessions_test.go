@@ -5,101 +5,69 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/store"
 )
 
-// memSessions is a test double for the store's session methods, following
-// the store contract (ErrNotFound for unknown IDs, atomic rotation). fail,
-// when set, is returned by every call, like a store that is down.
-type memSessions struct {
-	mu       sync.Mutex
-	sessions map[string]store.Session
-	fail     error
-	reads    int
-	touches  int
+// newTestStore opens an empty SQLite store, the real backend, in the test's
+// temporary directory.
+func newTestStore(t testing.TB) *store.SQLite {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
-func newMemSessions() *memSessions {
-	return &memSessions{sessions: map[string]store.Session{}}
+// newTestUser signs a person in for the first time and returns their user
+// ID: the store keeps sessions of known users only.
+func newTestUser(t testing.TB, st *store.SQLite) string {
+	t.Helper()
+	u, err := st.RecordLogin(context.Background(), store.LoginInfo{
+		Issuer: "https://idp.example", Subject: "alice", Email: "alice@example.com", Name: "Alice"})
+	if err != nil {
+		t.Fatalf("record login: %v", err)
+	}
+	return u.ID
 }
 
-func (m *memSessions) CreateSession(_ context.Context, s store.Session) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
-	}
-	if _, dup := m.sessions[s.ID]; dup {
-		return store.ErrConflict
-	}
-	m.sessions[s.ID] = s
-	return nil
+// countingStore is the real store, counting the reads and touches that the
+// hot path is meant to keep few.
+type countingStore struct {
+	*store.SQLite
+	reads, touches atomic.Int64
 }
 
-func (m *memSessions) GetSession(_ context.Context, id string) (store.Session, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.reads++
-	if m.fail != nil {
-		return store.Session{}, m.fail
-	}
-	s, ok := m.sessions[id]
-	if !ok {
-		return store.Session{}, store.ErrNotFound
-	}
-	return s, nil
+func (c *countingStore) GetSession(ctx context.Context, id string) (store.Session, error) {
+	c.reads.Add(1)
+	return c.SQLite.GetSession(ctx, id)
 }
 
-func (m *memSessions) TouchSession(_ context.Context, id string, at time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.touches++
-	if m.fail != nil {
-		return m.fail
-	}
-	s, ok := m.sessions[id]
-	if !ok {
-		return store.ErrNotFound
-	}
-	s.LastSeenAt = at
-	m.sessions[id] = s
-	return nil
+func (c *countingStore) TouchSession(ctx context.Context, id string, at time.Time) error {
+	c.touches.Add(1)
+	return c.SQLite.TouchSession(ctx, id, at)
 }
 
-func (m *memSessions) RotateSession(_ context.Context, oldID string, next store.Session) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
+// has reports whether the store holds a session with id, without counting
+// the read.
+func (c *countingStore) has(t testing.TB, id string) bool {
+	t.Helper()
+	_, err := c.SQLite.GetSession(context.Background(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false
 	}
-	if _, ok := m.sessions[oldID]; !ok {
-		return store.ErrNotFound
+	if err != nil {
+		t.Fatalf("get session: %v", err)
 	}
-	delete(m.sessions, oldID)
-	m.sessions[next.ID] = next
-	return nil
-}
-
-func (m *memSessions) DeleteSession(_ context.Context, id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.fail != nil {
-		return m.fail
-	}
-	delete(m.sessions, id)
-	return nil
-}
-
-func (m *memSessions) has(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.sessions[id]
-	return ok
+	return true
 }
 
 // fakeClock is a settable clock for the code under test.
@@ -132,11 +100,13 @@ func requestWithCookie(c *http.Cookie) *http.Request {
 	return r
 }
 
-func newTestSessions(t *testing.T, cfg SessionConfig) (*Sessions, *memSessions, *fakeClock) {
+// newTestSessions returns sessions kept in a real store, the store, their
+// clock, and the ID of the one user the store knows.
+func newTestSessions(t *testing.T, cfg SessionConfig) (*Sessions, *countingStore, *fakeClock, string) {
 	t.Helper()
-	st := newMemSessions()
+	st := &countingStore{SQLite: newTestStore(t)}
 	clock := newFakeClock()
-	return NewSessions(st, cfg, clock.Now), st, clock
+	return NewSessions(st, cfg, clock.Now), st, clock, newTestUser(t, st.SQLite)
 }
 
 func TestSessionCookieAttributes(t *testing.T) {
@@ -163,11 +133,11 @@ func TestSessionCookieAttributes(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _, clock := newTestSessions(t, SessionConfig{Secure: tc.secure})
+			s, _, clock, userID := newTestSessions(t, SessionConfig{Secure: tc.secure})
 			if got := s.CookieName(); got != tc.wantName {
 				t.Errorf("CookieName() = %q, want %q", got, tc.wantName)
 			}
-			c, sess, err := s.Create(t.Context(), "user-1", "hint")
+			c, sess, err := s.Create(t.Context(), userID, "hint")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -188,8 +158,8 @@ func TestSessionCookieAttributes(t *testing.T) {
 }
 
 func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
-	s, st, clock := newTestSessions(t, SessionConfig{})
-	c, sess, err := s.Create(t.Context(), "user-1", "id-token")
+	s, st, clock, userID := newTestSessions(t, SessionConfig{})
+	c, sess, err := s.Create(t.Context(), userID, "id-token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,27 +169,27 @@ func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
 	if want := sessionID(c.Value); sess.ID != want || len(sess.ID) != 64 {
 		t.Errorf("session ID = %q, want hex SHA-256 of the cookie %q", sess.ID, want)
 	}
-	if st.has(c.Value) || !st.has(sess.ID) {
+	if st.has(t, c.Value) || !st.has(t, sess.ID) {
 		t.Error("store must be keyed by the hash, never by the cookie value")
 	}
 	got, err := s.Lookup(t.Context(), requestWithCookie(c))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := store.Session{ID: sess.ID, UserID: "user-1", CreatedAt: clock.Now(), LastSeenAt: clock.Now(),
+	want := store.Session{ID: sess.ID, UserID: userID, CreatedAt: clock.Now(), LastSeenAt: clock.Now(),
 		ExpiresAt: clock.Now().Add(24 * time.Hour), IDTokenHint: "id-token"}
 	if got != want {
 		t.Errorf("Lookup = %+v\nwant     %+v", got, want)
 	}
-	_, other, _ := s.Create(t.Context(), "user-1", "")
+	_, other, _ := s.Create(t.Context(), userID, "")
 	if other.ID == sess.ID {
 		t.Error("two sessions got the same ID")
 	}
 }
 
 func TestSessionLookupWithoutValidCookie(t *testing.T) {
-	s, st, _ := newTestSessions(t, SessionConfig{})
-	valid, _, err := s.Create(t.Context(), "user-1", "")
+	s, st, _, userID := newTestSessions(t, SessionConfig{})
+	valid, _, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,14 +215,14 @@ func TestSessionLookupWithoutValidCookie(t *testing.T) {
 			}
 		})
 	}
-	if st.reads != 1 {
-		t.Errorf("store read %d times, want 1: only the well-formed unknown value reaches the store", st.reads)
+	if n := st.reads.Load(); n != 1 {
+		t.Errorf("store read %d times, want 1: only the well-formed unknown value reaches the store", n)
 	}
 }
 
 func TestSessionAbsoluteExpiry(t *testing.T) {
-	s, st, clock := newTestSessions(t, SessionConfig{Lifetime: 3 * time.Hour, IdleTimeout: time.Hour})
-	c, sess, err := s.Create(t.Context(), "user-1", "")
+	s, st, clock, userID := newTestSessions(t, SessionConfig{Lifetime: 3 * time.Hour, IdleTimeout: time.Hour})
+	c, sess, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,14 +241,14 @@ func TestSessionAbsoluteExpiry(t *testing.T) {
 	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
 		t.Fatalf("at expiry: error = %v, want ErrSessionInvalid", err)
 	}
-	if st.has(sess.ID) {
+	if st.has(t, sess.ID) {
 		t.Error("expired session still in the store")
 	}
 }
 
 func TestSessionIdleTimeout(t *testing.T) {
-	s, st, clock := newTestSessions(t, SessionConfig{IdleTimeout: 2 * time.Hour})
-	c, sess, err := s.Create(t.Context(), "user-1", "")
+	s, st, clock, userID := newTestSessions(t, SessionConfig{IdleTimeout: 2 * time.Hour})
+	c, sess, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,21 +264,21 @@ func TestSessionIdleTimeout(t *testing.T) {
 	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
 		t.Fatalf("after 2h idle: error = %v, want ErrSessionInvalid", err)
 	}
-	if st.has(sess.ID) {
+	if st.has(t, sess.ID) {
 		t.Error("idle session still in the store")
 	}
 }
 
 func TestSessionTouchAtMostOnceAMinute(t *testing.T) {
-	s, st, clock := newTestSessions(t, SessionConfig{})
-	c, _, err := s.Create(t.Context(), "user-1", "")
+	s, st, clock, userID := newTestSessions(t, SessionConfig{})
+	c, _, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := clock.Now()
 	steps := []struct {
 		advance      time.Duration
-		wantTouches  int
+		wantTouches  int64
 		wantLastSeen time.Time
 	}{
 		{0, 0, start},
@@ -325,16 +295,16 @@ func TestSessionTouchAtMostOnceAMinute(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if st.touches != step.wantTouches || !sess.LastSeenAt.Equal(step.wantLastSeen) {
+		if n := st.touches.Load(); n != step.wantTouches || !sess.LastSeenAt.Equal(step.wantLastSeen) {
 			t.Errorf("step %d (t+%v): %d touches, LastSeenAt %v; want %d, %v",
-				i, clock.Now().Sub(start), st.touches, sess.LastSeenAt, step.wantTouches, step.wantLastSeen)
+				i, clock.Now().Sub(start), n, sess.LastSeenAt, step.wantTouches, step.wantLastSeen)
 		}
 	}
 }
 
 func TestSessionRotate(t *testing.T) {
-	s, st, clock := newTestSessions(t, SessionConfig{Lifetime: 24 * time.Hour, IdleTimeout: 48 * time.Hour})
-	oldCookie, old, err := s.Create(t.Context(), "user-1", "hint")
+	s, st, clock, userID := newTestSessions(t, SessionConfig{Lifetime: 24 * time.Hour, IdleTimeout: 48 * time.Hour})
+	oldCookie, old, err := s.Create(t.Context(), userID, "hint")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +316,7 @@ func TestSessionRotate(t *testing.T) {
 	if newCookie.Value == oldCookie.Value || next.ID == old.ID {
 		t.Error("rotation kept the cookie value or ID")
 	}
-	if next.UserID != "user-1" || next.IDTokenHint != "hint" {
+	if next.UserID != userID || next.IDTokenHint != "hint" {
 		t.Errorf("rotated session = %+v, want same user and ID token hint", next)
 	}
 	if want := clock.Now().Add(24 * time.Hour); !next.ExpiresAt.Equal(want) || !newCookie.Expires.Equal(want) {
@@ -362,21 +332,22 @@ func TestSessionRotate(t *testing.T) {
 	if got, err := s.Lookup(t.Context(), requestWithCookie(newCookie)); err != nil || got.ID != next.ID {
 		t.Errorf("new cookie 43h after sign-in: %+v, %v; want the rotated session", got, err)
 	}
-	if len(st.sessions) != 1 {
-		t.Errorf("store holds %d sessions, want 1", len(st.sessions))
+	// Every session has expired a year on, so the sweep counts what the store holds.
+	if n, err := st.DeleteExpiredSessions(t.Context(), clock.Now().AddDate(1, 0, 0)); err != nil || n != 1 {
+		t.Errorf("store holds %d sessions (%v), want 1", n, err)
 	}
 }
 
 func TestSessionDestroy(t *testing.T) {
-	s, st, _ := newTestSessions(t, SessionConfig{})
-	c, sess, err := s.Create(t.Context(), "user-1", "")
+	s, st, _, userID := newTestSessions(t, SessionConfig{})
+	c, sess, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Destroy(t.Context(), requestWithCookie(c)); err != nil {
 		t.Fatal(err)
 	}
-	if st.has(sess.ID) {
+	if st.has(t, sess.ID) {
 		t.Error("destroyed session still in the store")
 	}
 	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
@@ -390,15 +361,39 @@ func TestSessionDestroy(t *testing.T) {
 	}
 }
 
+// restartableStore stands between Sessions and the database so that a test
+// can take the database down and bring it back.
+type restartableStore struct{ SessionStore }
+
 func TestSessionStoreFailureIsNotInvalid(t *testing.T) {
-	outage := errors.New("database is locked")
-	s, st, clock := newTestSessions(t, SessionConfig{})
-	c, _, err := s.Create(t.Context(), "user-1", "")
+	path := filepath.Join(t.TempDir(), "gatehouse.db")
+	db, err := store.OpenSQLite(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	st := &restartableStore{db}
+	clock := newFakeClock()
+	s := NewSessions(st, SessionConfig{}, clock.Now)
+	userID := newTestUser(t, db)
+	c, _, err := s.Create(t.Context(), userID, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(5 * time.Minute) // so Lookup would also touch
-	st.fail = outage
+
+	// The database goes down. Every store call then fails with database/sql's
+	// error under the store's context; that error must come through.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, outage := db.GetSession(t.Context(), "any")
+	if outage == nil {
+		t.Fatal("a closed store answered")
+	}
+	for errors.Unwrap(outage) != nil {
+		outage = errors.Unwrap(outage)
+	}
 
 	_, err = s.Lookup(t.Context(), requestWithCookie(c))
 	if !errors.Is(err, outage) || errors.Is(err, ErrSessionInvalid) || errors.Is(err, ErrNoSession) {
@@ -410,22 +405,28 @@ func TestSessionStoreFailureIsNotInvalid(t *testing.T) {
 	if err := s.Destroy(t.Context(), requestWithCookie(c)); !errors.Is(err, outage) {
 		t.Errorf("Destroy with the store down: %v, want the store's error", err)
 	}
-	if _, _, err := s.Create(t.Context(), "user-1", ""); !errors.Is(err, outage) {
+	if _, _, err := s.Create(t.Context(), userID, ""); !errors.Is(err, outage) {
 		t.Errorf("Create with the store down: %v, want the store's error", err)
 	}
 
-	st.fail = nil
+	restarted, err := store.OpenSQLite(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { restarted.Close() })
+	st.SessionStore = restarted
 	if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil {
 		t.Errorf("Lookup after the store recovered: %v", err)
 	}
 }
 
 func TestSessionDefaults(t *testing.T) {
-	s := NewSessions(newMemSessions(), SessionConfig{}, nil)
+	st := newTestStore(t)
+	s := NewSessions(st, SessionConfig{}, nil)
 	if s.cfg.Lifetime != 24*time.Hour || s.cfg.IdleTimeout != 2*time.Hour {
 		t.Errorf("defaults = %v lifetime, %v idle; want 24h, 2h", s.cfg.Lifetime, s.cfg.IdleTimeout)
 	}
-	c, sess, err := s.Create(context.Background(), "u", "")
+	c, sess, err := s.Create(context.Background(), newTestUser(t, st), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,10 +436,10 @@ func TestSessionDefaults(t *testing.T) {
 }
 
 func BenchmarkLookup(b *testing.B) {
-	st := newMemSessions()
+	st := newTestStore(b)
 	clock := newFakeClock()
 	s := NewSessions(st, SessionConfig{}, clock.Now)
-	c, _, err := s.Create(context.Background(), "user-1", "")
+	c, _, err := s.Create(context.Background(), newTestUser(b, st), "")
 	if err != nil {
 		b.Fatal(err)
 	}

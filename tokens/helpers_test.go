@@ -1,12 +1,10 @@
 package tokens_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
-	"slices"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,51 +22,16 @@ const (
 	testIssuer = "https://gatehouse.example"
 )
 
-// memKeyStore keeps a ring's signing keys in memory, following the contract
-// of store.Store.
-type memKeyStore struct {
-	mu   sync.Mutex
-	keys map[string]store.SigningKey
-}
-
-func newMemKeyStore() *memKeyStore {
-	return &memKeyStore{keys: map[string]store.SigningKey{}}
-}
-
-func (m *memKeyStore) PutSigningKey(_ context.Context, k store.SigningKey) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.keys[k.ID]; ok {
-		return fmt.Errorf("put signing key %s: %w", k.ID, store.ErrConflict)
+// newTestStore opens an empty SQLite store, the real backend, in the test's
+// temporary directory.
+func newTestStore(t testing.TB) *store.SQLite {
+	t.Helper()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
+	if err != nil {
+		t.Fatalf("open store: %v", err)
 	}
-	k.PrivateSealed, k.PublicJWK = bytes.Clone(k.PrivateSealed), bytes.Clone(k.PublicJWK)
-	m.keys[k.ID] = k
-	return nil
-}
-
-func (m *memKeyStore) ListSigningKeys(_ context.Context, now time.Time) ([]store.SigningKey, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var out []store.SigningKey
-	for _, k := range m.keys {
-		if k.PublishUntil == nil || k.PublishUntil.After(now) {
-			out = append(out, k)
-		}
-	}
-	slices.SortFunc(out, func(a, b store.SigningKey) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return out, nil
-}
-
-func (m *memKeyStore) RetireSigningKey(_ context.Context, id string, at, publishUntil time.Time) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k, ok := m.keys[id]
-	if !ok {
-		return fmt.Errorf("retire signing key %s: %w", id, store.ErrNotFound)
-	}
-	k.RetiredAt, k.PublishUntil = &at, &publishUntil
-	m.keys[id] = k
-	return nil
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // fakeClock is the injected clock of rings and verifiers.
@@ -99,7 +62,7 @@ func newRing(t testing.TB, alg string, clock *fakeClock) *keys.Ring {
 	if err != nil {
 		t.Fatalf("SecretFromString: %v", err)
 	}
-	ring, err := keys.NewRing(context.Background(), newMemKeyStore(), secret.Sealer(keys.SigningKeyPurpose),
+	ring, err := keys.NewRing(context.Background(), newTestStore(t), secret.Sealer(keys.SigningKeyPurpose),
 		keys.RingConfig{Algorithm: alg}, clock.Now)
 	if err != nil {
 		t.Fatalf("NewRing(%s): %v", alg, err)
