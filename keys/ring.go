@@ -204,7 +204,7 @@ func (r *Ring) rotateLocked(ctx context.Context) (string, error) {
 	// instance made current since our last reload is retired too.
 	recs, err := r.store.ListSigningKeys(ctx, now)
 	if err != nil {
-		return "", fmt.Errorf("list signing keys: %w", err)
+		return "", err // the store's error names the operation
 	}
 	publishUntil := now.Add(r.maxTokenLifetime)
 	for _, old := range recs {
@@ -225,7 +225,7 @@ func (r *Ring) reloadLocked(ctx context.Context) error {
 	now := r.now().UTC()
 	recs, err := r.store.ListSigningKeys(ctx, now)
 	if err != nil {
-		return fmt.Errorf("list signing keys: %w", err)
+		return err // the store's error names the operation
 	}
 
 	opened := make(map[string]*keyMaterial, len(recs))
