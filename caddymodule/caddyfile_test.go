@@ -314,6 +314,11 @@ func TestDirectivesRejectArgumentsAndBlocks(t *testing.T) {
 		{"gatehouse with a block", "gatehouse {\n\t\tmode strict\n\t}", "gatehouse: unrecognized subdirective mode"},
 		{"gatehouse_api with an argument", "gatehouse_api all", "wrong argument count"},
 		{"gatehouse_api with a block", "gatehouse_api {\n\t\tprefix /api\n\t}", "gatehouse_api: unrecognized subdirective prefix"},
+		{"model route without a method", "gatehouse {\n\t\tmodel_routes /v1/chat\n\t}", `must be a quoted "METHOD /path"`},
+		{"model route with a lower-case method", "gatehouse {\n\t\tmodel_routes \"post /v1/chat\"\n\t}", `must be a quoted "METHOD /path"`},
+		{"listing_routes without arguments", "gatehouse {\n\t\tlisting_routes\n\t}", "wrong argument count"},
+		{"max_body not a size", "gatehouse {\n\t\tmax_body lots\n\t}", `max_body: bad size "lots"`},
+		{"max_body over 1GB", "gatehouse {\n\t\tmax_body 2GB\n\t}", `max_body: bad size "2GB"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -404,4 +409,40 @@ func indentedJSON(t *testing.T, v any) string {
 // gatehouseBlock writes a gatehouse global option block, one line per argument.
 func gatehouseBlock(lines ...string) string {
 	return "gatehouse {\n" + strings.Join(lines, "\n") + "\n}"
+}
+
+// TestGuardDirectiveOptions: the guard's block reaches the handler's JSON.
+func TestGuardDirectiveOptions(t *testing.T) {
+	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("adapted JSON lacks %s:\n%s", want, out)
+	}
+}
+
+// TestTokenOptions: token_lifetime, token_audience and max_staleness.
+func TestTokenOptions(t *testing.T) {
+	d := caddyfile.NewTestDispenser("gatehouse {\n\ttoken_lifetime personal 7d\n\ttoken_lifetime system 30d\n\ttoken_audience llm-gateway billing\n\tmax_staleness 10s\n}")
+	var a App
+	if err := a.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(a.TokenLifetimes["personal"]) != 7*24*time.Hour || time.Duration(a.TokenLifetimes["system"]) != 30*24*time.Hour ||
+		strings.Join(a.TokenAudiences, ",") != "llm-gateway,billing" || time.Duration(a.MaxStaleness) != 10*time.Second {
+		t.Fatalf("parsed %+v %v %v", a.TokenLifetimes, a.TokenAudiences, a.MaxStaleness)
+	}
+	for _, bad := range []string{"token_lifetime personal", "token_lifetime personal soon", "token_audience", "max_staleness -1s"} {
+		if err := new(App).UnmarshalCaddyfile(caddyfile.NewTestDispenser("gatehouse {\n\t" + bad + "\n}")); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+	v := defaulted(validApp())
+	v.TokenLifetimes = map[string]caddy.Duration{"robot": caddy.Duration(time.Hour)}
+	if err := v.Validate(); err == nil || !strings.Contains(err.Error(), `unknown token kind "robot"`) {
+		t.Fatalf("Validate: %v", err)
+	}
 }
