@@ -2,6 +2,7 @@ package tests
 
 import (
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,3 +120,24 @@ func TestPolicyReloadsWithCaddyReload(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestConfigurablePrefixes: with api_prefix and pages_prefix moved, Gatehouse
+// answers there, and the default paths belong to the backend (behind the guard).
+func TestConfigurablePrefixes(t *testing.T) {
+	in := startInstance(t, instanceConfig{apiPrefix: "/gh-api", extraGlobal: "\t\tapi_prefix /gh-api\n\t\tpages_prefix /gh"})
+	c := in.newClient()
+	if r := c.get("/gh-api/health"); r.StatusCode != http.StatusOK {
+		t.Fatalf("/gh-api/health: %d", r.StatusCode)
+	}
+	expectProblem(t, c.get("/api/health"), http.StatusUnauthorized, "unauthenticated")
+	expectRedirect(t, c.get("/v1/models", "Accept", "text/html"), "/gh-api/auth/login?rd=")
+	login := c.get("/gh-api/auth/login", "Accept", "application/json")
+	if login.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d %s", login.StatusCode, login.body)
+	}
+	u, _ := url.Parse(login.json(t)["authorize_url"].(string))
+	if got := u.Query().Get("redirect_uri"); got != in.URL+"/gh-api/auth/callback" {
+		t.Fatalf("redirect_uri = %q", got)
+	}
+	expectRedirect(t, c.get("/gh/request-access", "Accept", "text/html"), "/gh-api/auth/login?rd=")
+}

@@ -76,6 +76,7 @@ type instanceConfig struct {
 	https       bool   // serve https with Caddy's internal CA (clients skip verification)
 	adminPort   int    // Caddy's admin endpoint on localhost (for caddy reload); 0 = off
 	oidcIssuer  string // use this OpenID provider instead of dev_idp
+	apiPrefix   string // the api_prefix, when not /api (set in extraGlobal too)
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -169,7 +170,11 @@ func (in *instance) start() {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := insecureClient.Get(in.URL + "/api/health")
+		prefix := "/api"
+		if in.cfg.apiPrefix != "" {
+			prefix = in.cfg.apiPrefix
+		}
+		resp, err := insecureClient.Get(in.URL + prefix + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
