@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -106,4 +108,31 @@ func (f *fixture) token(u store.User) string {
 		f.t.Fatal(err)
 	}
 	return raw
+}
+
+// BenchmarkGuardSessionPolicyEveryRequest keeps the policy in the loop: an
+// extra rule reads a header, so decisions cannot be cached and every request
+// is evaluated by OPA.
+func BenchmarkGuardSessionPolicyEveryRequest(b *testing.B) {
+	rule := filepath.Join(b.TempDir(), "ext.rego")
+	if err := os.WriteFile(rule, []byte("package gatehouse.ext\n\ndeny contains \"no\" if input.request.headers[\"x-block\"] == \"1\"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	f := newFixture(b, rule)
+	if f.rt.Policy().Cacheable() {
+		b.Fatal("a policy that reads headers must not be cached")
+	}
+	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
+	cookie := c.Name + "=" + c.Value
+	u, _ := url.Parse(publicURL + "/api/ps")
+	w := &discardWriter{h: http.Header{}}
+
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		w.status = 0
+		if err := f.g.Serve(w, benchRequest(u, cookie), noopNext); err != nil || w.status != 0 {
+			b.Fatalf("active session refused: status %d, err %v", w.status, err)
+		}
+	}
 }

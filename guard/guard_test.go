@@ -38,10 +38,11 @@ type fixture struct {
 	g  *guard.Guard
 }
 
-func newFixture(t testing.TB) *fixture {
+func newFixture(t testing.TB, policyPaths ...string) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	rt, err := core.Open(context.Background(), core.Options{
+		PolicyPaths: policyPaths,
 		PublicURL:   publicURL,
 		APIPrefix:   "/api",
 		PagesPrefix: "/gatehouse",
