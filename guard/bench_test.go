@@ -26,6 +26,20 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 
 func noopNext(http.ResponseWriter, *http.Request) error { return nil }
 
+// benchServe runs the guard on a fresh request per iteration and checks the
+// status it answered (0: passed to the upstream).
+func benchServe(b *testing.B, f *fixture, newReq func() *http.Request, want int) {
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.h)
+		w.status = 0
+		if err := f.g.Serve(w, newReq(), noopNext); err != nil || w.status != want {
+			b.Fatalf("status %d (want %d), err %v", w.status, want, err)
+		}
+	}
+}
+
 // benchRequest builds what net/http hands a handler for a typical API call;
 // the guard rewrites headers, so every iteration needs a fresh one.
 func benchRequest(u *url.URL, cookie string) *http.Request {
@@ -46,31 +60,13 @@ func BenchmarkGuardSession(b *testing.B) {
 	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
 	cookie := c.Name + "=" + c.Value
 	u, _ := url.Parse(publicURL + "/api/ps")
-	w := &discardWriter{h: http.Header{}}
-
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		w.status = 0
-		if err := f.g.Serve(w, benchRequest(u, cookie), noopNext); err != nil || w.status != 0 {
-			b.Fatalf("active session refused: status %d, err %v", w.status, err)
-		}
-	}
+	benchServe(b, f, func() *http.Request { return benchRequest(u, cookie) }, 0)
 }
 
 func BenchmarkGuardAnonymous(b *testing.B) {
 	f := newFixture(b)
 	u, _ := url.Parse(publicURL + "/api/ps")
-	w := &discardWriter{h: http.Header{}}
-
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		w.status = 0
-		if err := f.g.Serve(w, benchRequest(u, ""), noopNext); err != nil || w.status != http.StatusUnauthorized {
-			b.Fatalf("anonymous request: status %d, err %v", w.status, err)
-		}
-	}
+	benchServe(b, f, func() *http.Request { return benchRequest(u, "") }, http.StatusUnauthorized)
 }
 
 // BenchmarkGuardBearer is the hot path: an API token seen before (verified
@@ -80,18 +76,11 @@ func BenchmarkGuardBearer(b *testing.B) {
 	u := f.approve(f.login("bob@example.com", false), "user", nil)
 	raw := f.token(u)
 	target, _ := url.Parse(publicURL + "/api/ps")
-	w := &discardWriter{h: http.Header{}}
-
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		w.status = 0
+	benchServe(b, f, func() *http.Request {
 		r := benchRequest(target, "")
 		r.Header["Authorization"] = []string{"Bearer " + raw}
-		if err := f.g.Serve(w, r, noopNext); err != nil || w.status != 0 {
-			b.Fatalf("bearer refused: status %d, err %v", w.status, err)
-		}
-	}
+		return r
+	}, 0)
 }
 
 // token mints a personal API token for u with the permissions of its role.
@@ -125,14 +114,5 @@ func BenchmarkGuardSessionPolicyEveryRequest(b *testing.B) {
 	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
 	cookie := c.Name + "=" + c.Value
 	u, _ := url.Parse(publicURL + "/api/ps")
-	w := &discardWriter{h: http.Header{}}
-
-	b.ReportAllocs()
-	for b.Loop() {
-		clear(w.h)
-		w.status = 0
-		if err := f.g.Serve(w, benchRequest(u, cookie), noopNext); err != nil || w.status != 0 {
-			b.Fatalf("active session refused: status %d, err %v", w.status, err)
-		}
-	}
+	benchServe(b, f, func() *http.Request { return benchRequest(u, cookie) }, 0)
 }

@@ -3,29 +3,22 @@ package identity
 import (
 	"context"
 	"errors"
+	"github.com/gatehouse/gatehouse/internal/testclock"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/store"
+	"github.com/gatehouse/gatehouse/store/storetest"
 )
 
 // newTestStore opens an empty SQLite store, the real backend, in the test's
 // temporary directory.
-func newTestStore(t testing.TB) *store.SQLite {
-	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func newTestStore(t testing.TB) *store.SQLite { return storetest.OpenSQLite(t) }
 
 // newTestUser signs a person in for the first time and returns their user
 // ID: the store keeps sessions of known users only.
@@ -70,27 +63,10 @@ func (c *countingStore) has(t testing.TB, id string) bool {
 	return true
 }
 
-// fakeClock is a settable clock for the code under test.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// fakeClock is the injected clock of the code under test.
+type fakeClock = testclock.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newFakeClock() *fakeClock { return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 func requestWithCookie(c *http.Cookie) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)

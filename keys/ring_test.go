@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
+	"github.com/gatehouse/gatehouse/internal/testclock"
 	"slices"
 	"strings"
 	"sync"
@@ -25,19 +25,12 @@ import (
 
 	"github.com/gatehouse/gatehouse/keys"
 	"github.com/gatehouse/gatehouse/store"
+	"github.com/gatehouse/gatehouse/store/storetest"
 )
 
 // newTestStore opens an empty SQLite store, the real backend, in the test's
 // temporary directory.
-func newTestStore(t testing.TB) *store.SQLite {
-	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
-	if err != nil {
-		t.Fatalf("open store: %v", err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func newTestStore(t testing.TB) *store.SQLite { return storetest.OpenSQLite(t) }
 
 // storedKeys returns every signing key in st, retired or not: listing as of
 // the zero time leaves none out.
@@ -61,27 +54,10 @@ func storedKey(t *testing.T, st *store.SQLite, id string) store.SigningKey {
 	return store.SigningKey{}
 }
 
-// fakeClock is the ring's injected clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// fakeClock is the injected clock of the code under test.
+type fakeClock = testclock.Clock
 
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newFakeClock() *fakeClock { return testclock.New(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)) }
 
 func signingSealer(t testing.TB) *keys.Sealer {
 	return mustSecret(t, testSecret).Sealer(keys.SigningKeyPurpose)

@@ -2,12 +2,12 @@ package notify
 
 import (
 	"context"
-	"path/filepath"
-	"sync"
+	"github.com/gatehouse/gatehouse/internal/testclock"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/store"
+	"github.com/gatehouse/gatehouse/store/storetest"
 )
 
 // testOutbox is what these tests need from the store: the outbox methods of
@@ -19,15 +19,7 @@ type testOutbox interface {
 }
 
 // newTestOutbox returns an empty outbox: a real SQLite store in a temp dir.
-func newTestOutbox(t *testing.T) testOutbox {
-	t.Helper()
-	st, err := store.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "gatehouse.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
-}
+func newTestOutbox(t *testing.T) testOutbox { return storetest.OpenSQLite(t) }
 
 // undelivered reads every undelivered message through the Outbox interface,
 // keyed by id.
@@ -52,29 +44,10 @@ func enqueue(t *testing.T, o testOutbox, msgs ...store.OutboxMessage) {
 }
 
 // testClock is a settable clock for stepping through back-off.
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+type testClock = testclock.Clock
 
-func newTestClock() *testClock {
-	// Whole seconds, since webhook timestamps are unix seconds.
-	return &testClock{now: time.Now().UTC().Truncate(time.Second)}
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
-func (c *testClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+// newTestClock stands at a whole second, since webhook timestamps are unix seconds.
+func newTestClock() *testClock { return testclock.New(time.Now().UTC().Truncate(time.Second)) }
 
 // decidedRequest is an access request as it reads after approval.
 func decidedRequest() store.AccessRequest {
