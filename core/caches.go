@@ -111,27 +111,19 @@ func (rt *Runtime) syncRevocations(ctx context.Context) error {
 	return nil
 }
 
-// watchRevocations keeps the revocation list fresh: a token revoked on
+// refreshRevocations keeps the revocation list fresh: a token revoked on
 // another instance is refused here within a second.
-func (rt *Runtime) watchRevocations(ctx context.Context) {
-	t := time.NewTicker(rt.pollRevocations)
-	defer t.Stop()
-	for tick := 0; ; tick++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := rt.syncRevocations(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
-		}
-		// Keys rotated on another instance: tokens they sign verify here
-		// within a second (or at once, announced over Redis).
-		if tick%2 == 1 {
-			if err := rt.Keys.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				rt.Logger.Warn("reloading signing keys", zap.Error(err))
-			}
-		}
+func (rt *Runtime) refreshRevocations(ctx context.Context) {
+	if err := rt.syncRevocations(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		rt.Logger.Warn("refreshing the revocation list", zap.Error(err))
+	}
+}
+
+// reloadKeys picks up keys rotated on another instance, so tokens they sign
+// verify here within a second (or at once, announced over Redis).
+func (rt *Runtime) reloadKeys(ctx context.Context) {
+	if err := rt.Keys.Reload(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		rt.Logger.Warn("reloading signing keys", zap.Error(err))
 	}
 }
 
@@ -156,20 +148,6 @@ func (u *tokenUsage) take() map[string]time.Time {
 	out := u.used
 	u.used = nil
 	return out
-}
-
-func (rt *Runtime) flushTokenUsage(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			rt.writeTokenUsage(context.Background())
-			return
-		case <-t.C:
-			rt.writeTokenUsage(ctx)
-		}
-	}
 }
 
 func (rt *Runtime) writeTokenUsage(ctx context.Context) {

@@ -273,46 +273,56 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 func (rt *Runtime) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.stop = cancel
-	if rt.fanout != nil {
-		rt.wg.Add(2)
+	run := func(fn func(context.Context)) {
+		rt.wg.Add(1)
 		go func() {
 			defer rt.wg.Done()
-			rt.listen(ctx)
-		}()
-		go func() {
-			defer rt.wg.Done()
-			rt.publish(ctx)
+			fn(ctx)
 		}()
 	}
-	rt.wg.Add(5)
-	go func() {
-		defer rt.wg.Done()
-		rt.watchRevocations(ctx)
-	}()
-	go func() {
-		defer rt.wg.Done()
-		rt.flushTokenUsage(ctx)
-	}()
-	go func() {
-		defer rt.wg.Done()
-		rt.watchSettings(ctx)
-	}()
-	go func() {
-		defer rt.wg.Done()
-		rt.notifier.Run(ctx)
-	}()
-	go func() {
-		defer rt.wg.Done()
-		rt.sweepSessions(ctx)
-	}()
+	if rt.fanout != nil {
+		run(rt.listen)
+		run(rt.publish)
+	}
+	run(rt.notifier.Run)
+	// What other instances change is re-read from the store (see fanout.go
+	// for the intervals with and without Redis).
+	for _, task := range []struct {
+		every time.Duration
+		do    func(context.Context)
+	}{
+		{rt.pollRevocations, rt.refreshRevocations},
+		{2 * rt.pollRevocations, rt.reloadKeys},
+		{2 * time.Second, rt.checkSettings},
+		{5 * time.Second, rt.writeTokenUsage},
+		{10 * time.Minute, rt.sweepSessions},
+	} {
+		run(func(ctx context.Context) { every(ctx, task.every, task.do) })
+	}
 }
 
-// Stop ends the background workers and waits for them.
+// every calls do every d until ctx ends.
+func every(ctx context.Context, d time.Duration, do func(context.Context)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			do(ctx)
+		}
+	}
+}
+
+// Stop ends the background workers, waits for them, and records the last
+// token uses.
 func (rt *Runtime) Stop() {
 	if rt.stop != nil {
 		rt.stop()
 	}
 	rt.wg.Wait()
+	rt.writeTokenUsage(context.Background())
 }
 
 // Close releases the store and the Redis client.
@@ -328,18 +338,9 @@ func (rt *Runtime) Close() error {
 func (rt *Runtime) WakeNotifier() { rt.notifier.Wake() }
 
 func (rt *Runtime) sweepSessions(ctx context.Context) {
-	t := time.NewTicker(10 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := rt.Store.DeleteExpiredSessions(ctx, time.Now()); err != nil {
-				rt.Logger.Warn("sweeping expired sessions", zap.Error(err))
-			} else if n > 0 {
-				rt.Logger.Debug("swept expired sessions", zap.Int("count", n))
-			}
-		}
+	if n, err := rt.Store.DeleteExpiredSessions(ctx, time.Now()); err != nil {
+		rt.Logger.Warn("sweeping expired sessions", zap.Error(err))
+	} else if n > 0 {
+		rt.Logger.Debug("swept expired sessions", zap.Int("count", n))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -173,27 +172,18 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 	return nil
 }
 
-// watchSettings reloads the policy when another instance changed the settings.
-func (rt *Runtime) watchSettings(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		raw, err := rt.Store.GetSetting(ctx, settingsKey)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			rt.Logger.Warn("checking settings", zap.Error(err))
-			continue
-		}
-		if cur := rt.settingsRaw.Load(); cur != nil && bytes.Equal(*cur, raw) {
-			continue
-		}
-		if err := rt.loadPolicy(ctx); err != nil {
-			rt.Logger.Error("settings changed but do not make a valid policy; keeping the previous one", zap.Error(err))
-			rt.settingsRaw.Store(&raw) // do not retry the same bad document every tick
-		}
+// checkSettings reloads the policy when another instance changed the settings.
+func (rt *Runtime) checkSettings(ctx context.Context) {
+	raw, err := rt.Store.GetSetting(ctx, settingsKey)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		rt.Logger.Warn("checking settings", zap.Error(err))
+		return
+	}
+	if cur := rt.settingsRaw.Load(); cur != nil && bytes.Equal(*cur, raw) {
+		return
+	}
+	if err := rt.loadPolicy(ctx); err != nil {
+		rt.Logger.Error("settings changed but do not make a valid policy; keeping the previous one", zap.Error(err))
+		rt.settingsRaw.Store(&raw) // do not retry the same bad document every tick
 	}
 }
