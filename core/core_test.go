@@ -1,0 +1,98 @@
+package core
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/store"
+)
+
+func TestParseLifetime(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"", 0, false},
+		{"720h", 720 * time.Hour, false},
+		{"90d", 90 * 24 * time.Hour, false},
+		{"1h30m", 90 * time.Minute, false},
+		{"0d", 0, true},
+		{"-1h", 0, true},
+		{"0s", 0, true},
+		{"soon", 0, true},
+		{"1.5d", 0, true},
+		{"d", 0, true},
+	}
+	for _, tc := range tests {
+		got, err := ParseLifetime(tc.in)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("ParseLifetime(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestValidateSettings(t *testing.T) {
+	tests := []struct {
+		name  string
+		roles map[string]RoleSetting
+		want  string // "" = valid
+	}{
+		{"none", nil, ""},
+		{"custom role", map[string]RoleSetting{"analyst": {Rank: 15, Inherits: []string{"user"}, Permissions: []string{"usage:view"}}}, ""},
+		{"models on a built-in role", map[string]RoleSetting{"user": {Models: []string{"llama3*"}}}, ""},
+		{"permissions on a built-in role", map[string]RoleSetting{"user": {Permissions: []string{"config:manage"}}}, `built-in role "user" may only be given models`},
+		{"rank on a built-in role", map[string]RoleSetting{"admin": {Rank: 99}}, `built-in role "admin"`},
+		{"custom role without rank", map[string]RoleSetting{"analyst": {}}, "needs a rank between 1 and 999"},
+		{"rank too high", map[string]RoleSetting{"boss": {Rank: 1000}}, "needs a rank"},
+		{"empty name", map[string]RoleSetting{"": {Rank: 5}}, "1 to 64 characters"},
+		{"empty permission", map[string]RoleSetting{"x": {Rank: 5, Permissions: []string{""}}}, "empty or overlong permission"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := validateSettings(Settings{Roles: tc.roles})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidSettings) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want ErrInvalidSettings containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDecisionKeyCoversEveryInputTheCachedPolicyReads: two requests share a
+// cached decision only when subject, token, method, path and model agree.
+func TestDecisionKeyCoversEveryInputTheCachedPolicyReads(t *testing.T) {
+	model := func(s string) *string { return &s }
+	base := &Subject{User: store.User{ID: "u1", Role: "user", Status: "active", Email: "a@x", Name: "A"}, Auth: "token",
+		Token: &TokenInfo{ID: "t1"}}
+	key := newDecisionKey(base, "POST", "/v1/chat/completions", model("llama3"))
+	if newDecisionKey(base, "POST", "/v1/chat/completions", model("llama3")) != key {
+		t.Fatal("equal inputs give different keys")
+	}
+	variants := map[string]decisionKey{
+		"role":      newDecisionKey(&Subject{User: store.User{ID: "u1", Role: "manager", Status: "active", Email: "a@x", Name: "A"}, Auth: "token", Token: &TokenInfo{ID: "t1"}}, "POST", "/v1/chat/completions", model("llama3")),
+		"status":    newDecisionKey(&Subject{User: store.User{ID: "u1", Role: "user", Status: "suspended", Email: "a@x", Name: "A"}, Auth: "token", Token: &TokenInfo{ID: "t1"}}, "POST", "/v1/chat/completions", model("llama3")),
+		"token":     newDecisionKey(&Subject{User: store.User{ID: "u1", Role: "user", Status: "active", Email: "a@x", Name: "A"}, Auth: "token", Token: &TokenInfo{ID: "t2"}}, "POST", "/v1/chat/completions", model("llama3")),
+		"auth":      newDecisionKey(&Subject{User: store.User{ID: "u1", Role: "user", Status: "active", Email: "a@x", Name: "A"}, Auth: "session"}, "POST", "/v1/chat/completions", model("llama3")),
+		"method":    newDecisionKey(base, "GET", "/v1/chat/completions", model("llama3")),
+		"path":      newDecisionKey(base, "POST", "/v1/completions", model("llama3")),
+		"model":     newDecisionKey(base, "POST", "/v1/chat/completions", model("mistral")),
+		"no model":  newDecisionKey(base, "POST", "/v1/chat/completions", nil),
+		"empty":     newDecisionKey(base, "POST", "/v1/chat/completions", model("")),
+		"anonymous": newDecisionKey(nil, "POST", "/v1/chat/completions", model("llama3")),
+	}
+	seen := map[decisionKey]string{key: "base"}
+	for name, k := range variants {
+		if other, dup := seen[k]; dup {
+			t.Errorf("%s gives the same key as %s", name, other)
+		}
+		seen[k] = name
+	}
+}
