@@ -412,3 +412,35 @@ func TestBrokenPolicyRefusesToStart(t *testing.T) {
 		t.Fatalf("error does not name the policy file and line:\n%s", out)
 	}
 }
+
+// TestPolicyEvaluationErrorIsUnavailable: a policy that fails at run time
+// answers 503, never an allow.
+func TestPolicyEvaluationErrorIsUnavailable(t *testing.T) {
+	rules := `package gatehouse.ext
+
+# Two values for one complete rule: OPA's conflict error, at run time only.
+level := 1 if input.request.path == "/boom"
+
+level := 2 if input.request.path == "/boom"
+
+deny contains sprintf("level %v", [level]) if level > 5
+`
+	in := startInstance(t, instanceConfig{extraGlobal: "\t\tpolicy rules.rego", files: map[string]string{"rules.rego": rules}})
+	bobC := activeClient(t, in, bob)
+	if r := bobC.get("/fine"); r.StatusCode != http.StatusOK {
+		t.Fatalf("/fine: %d %s", r.StatusCode, r.body)
+	}
+	resp := bobC.get("/boom")
+	expectProblem(t, resp, http.StatusServiceUnavailable, "unavailable")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	up, _ := in.backend.lastRequest()
+	if up != nil && up.URL.Path == "/boom" {
+		t.Fatal("the request reached the backend")
+	}
+	page := bobC.get("/boom", "Accept", "text/html")
+	if page.StatusCode != http.StatusServiceUnavailable || !strings.Contains(page.text(), "<html") {
+		t.Fatalf("browser: %d %s", page.StatusCode, page.body)
+	}
+}
