@@ -96,3 +96,20 @@ func TestDecisionKeyCoversEveryInputTheCachedPolicyReads(t *testing.T) {
 		seen[k] = name
 	}
 }
+
+func TestCleanPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/v1/chat/completions":      "/v1/chat/completions",
+		"//v1/chat/completions":     "/v1/chat/completions",
+		"/v1/chat/completions/":     "/v1/chat/completions",
+		"/v1//chat/./completions":   "/v1/chat/completions",
+		"/v1/x/../chat/completions": "/v1/chat/completions",
+		"/../../secret":             "/secret",
+		"":                          "/",
+		"secret":                    "/secret",
+	} {
+		if got := CleanPath(in); got != want {
+			t.Errorf("CleanPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -93,10 +94,11 @@ type DecisionRequest struct {
 // Backend decisions of a cacheable policy are remembered.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
 	engine := rt.Policy()
+	reqPath := CleanPath(r.URL.Path)
 	cacheable := d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable()
 	var key decisionKey
 	if cacheable {
-		key = newDecisionKey(d.Subject, r.Method, r.URL.Path, d.Model)
+		key = newDecisionKey(d.Subject, r.Method, reqPath, d.Model)
 		if dec, ok := rt.decisions.get(engine, key); ok {
 			return dec, nil
 		}
@@ -104,7 +106,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	in := &policy.Input{
 		Request: policy.Request{
 			Method:  r.Method,
-			Path:    r.URL.Path,
+			Path:    reqPath,
 			Host:    r.Host,
 			Query:   r.URL.RawQuery,
 			Headers: lowerHeaders(r.Header),
@@ -139,6 +141,17 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 		rt.decisions.put(engine, key, dec)
 	}
 	return dec, nil
+}
+
+// CleanPath is the path the policy and the guard's routes see: "//secret",
+// "/secret/" and "/a/../secret" are all "/secret", so a rule or a model route
+// cannot be stepped around by spelling the path differently. The request
+// itself goes upstream unchanged.
+func CleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return path.Clean(p)
 }
 
 func lowerHeaders(h http.Header) map[string]string {

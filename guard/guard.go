@@ -111,7 +111,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	rr := route{r.Method, r.URL.Path}
+	rr := route{r.Method, core.CleanPath(r.URL.Path)}
 	var model *string
 	if g.models[rr] {
 		m, ok := g.readModel(w, r)

@@ -142,6 +142,12 @@ deny contains "the /secret area is closed" if input.request.path == "/secret"
 			t.Fatalf("reason missing: %s", resp.body)
 		}
 	})
+	t.Run("policy says no, whatever the path's spelling", func(t *testing.T) {
+		for _, p := range []string{"//secret", "/secret/", "/./secret", "/x/../secret", "/%73ecret"} {
+			resp := active.get(p)
+			expectProblem(t, resp, http.StatusForbidden, "forbidden")
+		}
+	})
 	t.Run("policy says no, browser", func(t *testing.T) {
 		resp := active.get("/secret", html...)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(resp.text(), "the /secret area is closed") {

@@ -406,6 +406,11 @@ func TestModelRestrictions(t *testing.T) {
 			expectProblem(t, bearer(t, in, "POST", "/v1/chat/completions", tok, tc.body), tc.status, tc.code)
 		})
 	}
+	t.Run("model routes cannot be stepped around by the path's spelling", func(t *testing.T) {
+		for _, p := range []string{"//v1/chat/completions", "/v1/chat/completions/", "/v1/./chat/completions", "/v1/x/../chat/completions", "/v1/chat/%63ompletions"} {
+			expectProblem(t, bearer(t, in, "POST", p, tok, `{"model":"mistral"}`), http.StatusForbidden, "model_not_allowed")
+		}
+	})
 	t.Run("escaped allowed value passes", func(t *testing.T) {
 		body := `{"model":"\u006clama3"}`
 		if r := bearer(t, in, "POST", "/api/generate", tok, body); r.StatusCode != http.StatusOK {
