@@ -155,8 +155,7 @@ func (a *API) refusal(r *http.Request, sub *core.Subject, invalid bool, dec poli
 		}
 		return problem(http.StatusUnauthorized, "unauthenticated", "Authentication required", "sign in first")
 	}
-	a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "policy.denied", ActorID: sub.User.ID,
-		Detail: map[string]any{"code": dec.Code, "reason": dec.Reason, "method": r.Method, "path": r.URL.Path}})
+	a.rt.AuditDenial(r, sub, dec.Code, dec.Reason)
 	code := dec.Code
 	if code == "" || code == "unauthenticated" {
 		code = "forbidden"

@@ -84,6 +84,7 @@ type Runtime struct {
 	users           userCache
 	usage           tokenUsage
 	decisions       decisionCache
+	denials         denialThrottle
 	policyPaths     []string
 	policy          atomic.Pointer[policy.Engine]
 	settingsRaw     atomic.Pointer[[]byte]

@@ -268,3 +268,42 @@ func (c *assertionCache) put(key assertionKey, token string, reuseTil time.Time)
 	}
 	c.m[key] = cachedAssertion{token: token, reuseTil: reuseTil}
 }
+
+// denialThrottle keeps a caller who repeats a refused request from writing an
+// audit row each time: the first refusal of a (subject, code, method, path) in
+// a minute is stored, every one is logged.
+type denialThrottle struct {
+	mu   sync.Mutex
+	seen map[denialKey]time.Time
+}
+
+type denialKey struct{ subject, code, method, path string }
+
+const denialWindow = time.Minute
+
+func (d *denialThrottle) first(k denialKey, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if last, ok := d.seen[k]; ok && now.Sub(last) < denialWindow {
+		return false
+	}
+	if d.seen == nil || len(d.seen) > 10000 {
+		d.seen = make(map[denialKey]time.Time) // bounded: start over rather than grow
+	}
+	d.seen[k] = now
+	return true
+}
+
+// AuditDenial records a policy refusal of a signed-in subject.
+func (rt *Runtime) AuditDenial(r *http.Request, s *Subject, code, reason string) {
+	path := CleanPath(r.URL.Path)
+	ev := rt.StoreEvent(r, AuditEvent{Type: "policy.denied", ActorID: s.User.ID,
+		Detail: map[string]any{"code": code, "reason": reason, "method": r.Method, "path": path}})
+	rt.LogEvent(ev)
+	if !rt.denials.first(denialKey{s.User.ID, code, r.Method, path}, ev.Time) {
+		return
+	}
+	if err := rt.Store.AppendAudit(r.Context(), ev); err != nil {
+		rt.Logger.Error("storing audit event", zap.String("type", ev.Type), zap.Error(err))
+	}
+}

@@ -216,8 +216,7 @@ func (g *Guard) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, in
 }
 
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject, code, reason string) {
-	g.rt.Audit(r.Context(), r, core.AuditEvent{Type: "policy.denied", ActorID: sub.User.ID,
-		Detail: map[string]any{"code": code, "reason": reason, "method": r.Method, "path": r.URL.Path}})
+	g.rt.AuditDenial(r, sub, code, reason)
 	if code == "access_required" && isBrowserNavigation(r) {
 		http.Redirect(w, r, g.rt.PagesPrefix+"/request-access", http.StatusSeeOther)
 		return
