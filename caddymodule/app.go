@@ -287,8 +287,10 @@ func (a *App) Validate() error {
 			return fmt.Errorf("gatehouse: token_lifetime %s must be at least 1m", kind)
 		}
 	}
-	if a.MaxStaleness < 0 {
-		return errors.New("gatehouse: max_staleness must not be negative")
+	if a.MaxStaleness != 0 && a.MaxStaleness < caddy.Duration(15*time.Second) {
+		// The store is re-read every 0.5 s, or every 5 s with Redis: a smaller
+		// bound would refuse good tokens between two reads.
+		return errors.New("gatehouse: max_staleness must be at least 15s")
 	}
 	if a.Secret != "" && len(a.Secret) < 32 {
 		return errors.New("gatehouse: secret must be at least 32 characters")

@@ -211,6 +211,7 @@ func TestValidateRejects(t *testing.T) {
 		{"smtp port from JSON", func(a *App) {
 			a.Notify = &NotifyConfig{SMTP: &SMTPConfig{Host: "h", From: "f@x", Port: 99999}}
 		}, "bad port 99999"},
+		{"max_staleness below the resync interval", func(a *App) { a.MaxStaleness = caddy.Duration(time.Second) }, "max_staleness must be at least 15s"},
 		{"unknown store driver", func(a *App) { a.Store = &StoreConfig{Driver: "mysql", DSN: "x"} }, `gatehouse: store: unknown driver "mysql" (supported: sqlite, postgres)`},
 		{"postgres without a URL", func(a *App) {
 			a.Store = &StoreConfig{Driver: "postgres"}

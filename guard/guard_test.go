@@ -39,10 +39,16 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB, policyPaths ...string) *fixture {
+	return newFixtureWith(t, core.Options{PolicyPaths: policyPaths})
+}
+
+// newFixtureWith is newFixture with some options of the caller's.
+func newFixtureWith(t testing.TB, o core.Options) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	rt, err := core.Open(context.Background(), core.Options{
-		PolicyPaths: policyPaths,
+		PolicyPaths:  o.PolicyPaths,
+		MaxStaleness: o.MaxStaleness,
 		PublicURL:   publicURL,
 		APIPrefix:   "/api",
 		PagesPrefix: "/gatehouse",
@@ -702,4 +708,38 @@ func TestGuardFailsClosedWhenTheStoreFails(t *testing.T) {
 		checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 			contentType: "application/problem+json", code: "unauthenticated"})
 	})
+}
+
+// TestGuardRefusesBearerTokensWhenTheRevocationListIsStale: an instance that
+// cannot confirm its revocation list is fresh refuses bearer tokens with 503,
+// and accepts them again once the list is refreshed.
+func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
+	f := newFixtureWith(t, core.Options{MaxStaleness: 300 * time.Millisecond})
+	raw := f.token(f.approve(f.login("bob@example.com", false), "user", nil))
+	bearer := func() *httptest.ResponseRecorder {
+		w, _ := f.serve(newRequest("GET", "/api/ps", withHeader("Authorization", "Bearer "+raw)))
+		return w
+	}
+	if w := bearer(); w.Code != http.StatusNoContent { // the recording upstream answers 204
+		t.Fatalf("fresh list: status %d %s", w.Code, w.Body)
+	}
+	// The runtime is not started, so nothing refreshes the list.
+	time.Sleep(400 * time.Millisecond)
+	w := bearer()
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"code":"unavailable"`) {
+		t.Fatalf("stale list: status %d %s, want 503 unavailable", w.Code, w.Body)
+	}
+	// Sessions do not depend on the list.
+	c := f.session(f.approve(f.login("carol@example.com", false), "user", nil))
+	if w, _ := f.serve(newRequest("GET", "/api/ps", withCookie(c))); w.Code != http.StatusNoContent {
+		t.Fatalf("session while the list is stale: %d", w.Code)
+	}
+	f.rt.Start() // refreshes every 0.5 s
+	deadline := time.Now().Add(3 * time.Second)
+	for bearer().Code != http.StatusNoContent {
+		if time.Now().After(deadline) {
+			t.Fatal("bearer tokens still refused after the list was refreshed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
