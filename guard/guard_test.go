@@ -49,13 +49,13 @@ func newFixtureWith(t testing.TB, o core.Options) *fixture {
 	rt, err := core.Open(context.Background(), core.Options{
 		PolicyPaths:  o.PolicyPaths,
 		MaxStaleness: o.MaxStaleness,
-		PublicURL:   publicURL,
-		APIPrefix:   "/api",
-		PagesPrefix: "/gatehouse",
-		StoreDriver: "sqlite",
-		StoreDSN:    filepath.Join(dir, "gatehouse.db"),
-		SecretFile:  filepath.Join(dir, "secret"),
-		DevIdP:      &devidp.Config{Users: []devidp.User{{Email: "alice@example.com", Name: "Alice"}}},
+		PublicURL:    publicURL,
+		APIPrefix:    "/api",
+		PagesPrefix:  "/gatehouse",
+		StoreDriver:  "sqlite",
+		StoreDSN:     filepath.Join(dir, "gatehouse.db"),
+		SecretFile:   filepath.Join(dir, "secret"),
+		DevIdP:       &devidp.Config{Users: []devidp.User{{Email: "alice@example.com", Name: "Alice"}}},
 	})
 	if err != nil {
 		t.Fatalf("open runtime: %v", err)
