@@ -421,35 +421,15 @@ func TestModelRestrictions(t *testing.T) {
 		}
 	})
 	t.Run("listings are filtered", func(t *testing.T) {
-		var openai struct {
-			Data []struct{ ID string } `json:"data"`
+		if got := listedModels(t, bearer(t, in, "GET", "/v1/models", tok, nil)); got != "llama3,llama3.1:8b" {
+			t.Fatalf("/v1/models ids = %v", got)
 		}
-		json.Unmarshal(bearer(t, in, "GET", "/v1/models", tok, nil).body, &openai)
-		var ids []string
-		for _, m := range openai.Data {
-			ids = append(ids, m.ID)
-		}
-		if strings.Join(ids, ",") != "llama3,llama3.1:8b" {
-			t.Fatalf("/v1/models ids = %v", ids)
-		}
-		var ollama struct {
-			Models []struct{ Name string } `json:"models"`
-		}
-		json.Unmarshal(bearer(t, in, "GET", "/api/tags", tok, nil).body, &ollama)
-		var names []string
-		for _, m := range ollama.Models {
-			names = append(names, m.Name)
-		}
-		if strings.Join(names, ",") != "llama3,llama3.1:8b" {
-			t.Fatalf("/api/tags names = %v", names)
+		if got := listedModels(t, bearer(t, in, "GET", "/api/tags", tok, nil)); got != "llama3,llama3.1:8b" {
+			t.Fatalf("/api/tags names = %v", got)
 		}
 		// A session sees every model its role may use.
-		var all struct {
-			Data []struct{ ID string } `json:"data"`
-		}
-		json.Unmarshal(bobC.get("/v1/models").body, &all)
-		if len(all.Data) != len(backendModels) {
-			t.Fatalf("session listing = %v", all.Data)
+		if got := listedModels(t, bobC.get("/v1/models")); got != strings.Join(backendModels, ",") {
+			t.Fatalf("session listing = %v", got)
 		}
 	})
 	t.Run("role model restrictions from settings apply to sessions", func(t *testing.T) {
@@ -458,16 +438,8 @@ func TestModelRestrictions(t *testing.T) {
 		if r := admin.do("PUT", "/api/settings", map[string]any{"roles": map[string]any{"user": map[string]any{"models": []string{"mistral", "gpt-*"}}}}); r.StatusCode != http.StatusOK {
 			t.Fatalf("settings: %d %s", r.StatusCode, r.body)
 		}
-		var got struct {
-			Data []struct{ ID string } `json:"data"`
-		}
-		json.Unmarshal(bobC.get("/v1/models").body, &got)
-		var ids []string
-		for _, m := range got.Data {
-			ids = append(ids, m.ID)
-		}
-		if strings.Join(ids, ",") != "mistral,gpt-4o" {
-			t.Fatalf("session listing under role models = %v", ids)
+		if got := listedModels(t, bobC.get("/v1/models")); got != "mistral,gpt-4o" {
+			t.Fatalf("session listing under role models = %v", got)
 		}
 		expectProblem(t, bobC.do("POST", "/v1/chat/completions", `{"model":"llama3"}`), http.StatusForbidden, "model_not_allowed")
 		// The token's own globs and the role's both apply: nothing is left.
@@ -491,4 +463,28 @@ func decodeSegment(t *testing.T, token string, i int) map[string]any {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// listedModels is the comma-joined model names of a 200 listing response, in
+// the OpenAI ("data[].id") or Ollama ("models[].name") format.
+func listedModels(t *testing.T, resp *response) string {
+	t.Helper()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("listing: status %d %s", resp.StatusCode, resp.body)
+	}
+	var l struct {
+		Data   []struct{ ID string }   `json:"data"`
+		Models []struct{ Name string } `json:"models"`
+	}
+	if err := json.Unmarshal(resp.body, &l); err != nil {
+		t.Fatalf("listing is not JSON: %v: %s", err, resp.body)
+	}
+	var names []string
+	for _, m := range l.Data {
+		names = append(names, m.ID)
+	}
+	for _, m := range l.Models {
+		names = append(names, m.Name)
+	}
+	return strings.Join(names, ",")
 }
