@@ -313,9 +313,10 @@ func parseAPIDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 // parseGuardDirective parses:
 //
 //	gatehouse {
-//		model_routes   <"METHOD /path">...   # replaces the default model routes
-//		listing_routes <"METHOD /path">...   # replaces the default model listings
+//		model_routes   <"METHOD /path">...   # adds model routes to the route table
+//		listing_routes <"METHOD /path">...   # adds model listings to the route table
 //		max_body       <size>                # e.g. 8MB
+//		allow_ambiguous_paths                # pass ";", "\", "%2F", "x." paths instead of 400
 //	}
 func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Guard)
@@ -352,6 +353,11 @@ func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 				return nil, h.Errf("gatehouse: max_body: bad size %q (e.g. 8MB, at most 1GB)", v)
 			}
 			g.MaxBodyBytes = int64(size)
+		case "allow_ambiguous_paths":
+			if h.NextArg() {
+				return nil, h.ArgErr()
+			}
+			g.AllowAmbiguousPaths = true
 		default:
 			return nil, h.Errf("gatehouse: unrecognized subdirective %s", h.Val())
 		}

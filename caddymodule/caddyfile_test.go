@@ -316,6 +316,7 @@ func TestDirectivesRejectArgumentsAndBlocks(t *testing.T) {
 		{"gatehouse_api with a block", "gatehouse_api {\n\t\tprefix /api\n\t}", "gatehouse_api: unrecognized subdirective prefix"},
 		{"model route without a method", "gatehouse {\n\t\tmodel_routes /v1/chat\n\t}", `must be a quoted "METHOD /path"`},
 		{"model route with a lower-case method", "gatehouse {\n\t\tmodel_routes \"post /v1/chat\"\n\t}", `must be a quoted "METHOD /path"`},
+		{"allow_ambiguous_paths with an argument", "gatehouse {\n\t\tallow_ambiguous_paths yes\n\t}", "wrong argument count"},
 		{"listing_routes without arguments", "gatehouse {\n\t\tlisting_routes\n\t}", "wrong argument count"},
 		{"max_body not a size", "gatehouse {\n\t\tmax_body lots\n\t}", `max_body: bad size "lots"`},
 		{"max_body over 1GB", "gatehouse {\n\t\tmax_body 2GB\n\t}", `max_body: bad size "2GB"`},
@@ -413,12 +414,12 @@ func gatehouseBlock(lines ...string) string {
 
 // TestGuardDirectiveOptions: the guard's block reaches the handler's JSON.
 func TestGuardDirectiveOptions(t *testing.T) {
-	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
+	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t\tallow_ambiguous_paths\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
+	want := `{"allow_ambiguous_paths":true,"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
 	if !strings.Contains(string(out), want) {
 		t.Fatalf("adapted JSON lacks %s:\n%s", want, out)
 	}

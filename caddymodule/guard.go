@@ -17,14 +17,19 @@ func init() {
 // Guard is the http.handlers.gatehouse module: it lets a request through to
 // the next handler only when Gatehouse allows it.
 type Guard struct {
-	// ModelRoutes ("METHOD /path") are requests whose JSON body names a model;
-	// default: the OpenAI-compatible and Ollama inference routes.
+	// ModelRoutes ("METHOD /path") are requests whose JSON body names a
+	// model; they join the route table of the policy data, whose defaults
+	// cover the OpenAI, Anthropic, vLLM and Ollama APIs.
 	ModelRoutes []string `json:"model_routes,omitempty"`
 	// ListingRoutes are model listings filtered to what the caller may use;
-	// default: GET /v1/models and GET /api/tags.
+	// they join the route table too.
 	ListingRoutes []string `json:"listing_routes,omitempty"`
 	// MaxBodyBytes bounds the body read to find the model (default 8 MiB).
 	MaxBodyBytes int64 `json:"max_body_bytes,omitempty"`
+	// AllowAmbiguousPaths passes paths and methods that backends could read
+	// differently (";", "\", "%2F", a trailing "." …) instead of refusing
+	// them with 400 ambiguous_request.
+	AllowAmbiguousPaths bool `json:"allow_ambiguous_paths,omitempty"`
 
 	guard *guard.Guard
 }
@@ -43,11 +48,15 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: loading the gatehouse app: %w", err)
 	}
-	g.guard = guard.New(app.(*App).Runtime(), guard.Options{
-		ModelRoutes:   g.ModelRoutes,
-		ListingRoutes: g.ListingRoutes,
-		MaxBodyBytes:  g.MaxBodyBytes,
+	g.guard, err = guard.New(ctx, app.(*App).Runtime(), guard.Options{
+		ModelRoutes:         g.ModelRoutes,
+		ListingRoutes:       g.ListingRoutes,
+		MaxBodyBytes:        g.MaxBodyBytes,
+		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
 	})
+	if err != nil {
+		return fmt.Errorf("gatehouse: %w", err)
+	}
 	return nil
 }
 

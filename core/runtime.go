@@ -86,6 +86,8 @@ type Runtime struct {
 	decisions       decisionCache
 	denials         denialThrottle
 	policyPaths     []string
+	routesMu        sync.Mutex
+	extraRoutes     map[string]policy.Route // the guards' model_routes and listing_routes
 	policy          atomic.Pointer[policy.Engine]
 	settingsRaw     atomic.Pointer[[]byte]
 	notifier        *notify.Worker

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -88,7 +89,16 @@ func (rt *Runtime) buildPolicy(ctx context.Context, s Settings) (*policy.Engine,
 	if err := validateSettings(s); err != nil {
 		return nil, err
 	}
-	opts := policy.Options{Paths: rt.policyPaths}
+	opts := policy.Options{Paths: rt.policyPaths, Data: map[string]any{}}
+	rt.routesMu.Lock()
+	if len(rt.extraRoutes) > 0 {
+		routes := map[string]any{}
+		for key, r := range rt.extraRoutes {
+			routes[key] = r
+		}
+		opts.Data["routes"] = routes
+	}
+	rt.routesMu.Unlock()
 	if len(s.Roles) > 0 {
 		roles := map[string]any{}
 		for name, r := range s.Roles {
@@ -103,7 +113,7 @@ func (rt *Runtime) buildPolicy(ctx context.Context, s Settings) (*policy.Engine,
 			}
 			roles[name] = role
 		}
-		opts.Data = map[string]any{"roles": roles}
+		opts.Data["roles"] = roles
 	}
 	engine, err := policy.New(ctx, opts)
 	if err != nil {
@@ -149,6 +159,28 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// AddRoutes adds routes to the route table of the policy data (spec §6a), as
+// a guard's model_routes and listing_routes do, and rebuilds the policy. Keys
+// are "METHOD /path"; the path is cleaned and folded as requests are.
+func (rt *Runtime) AddRoutes(ctx context.Context, routes map[string]policy.Route) error {
+	if len(routes) == 0 {
+		return nil
+	}
+	rt.routesMu.Lock()
+	if rt.extraRoutes == nil {
+		rt.extraRoutes = map[string]policy.Route{}
+	}
+	for key, r := range routes {
+		method, p, _ := strings.Cut(key, " ")
+		if !strings.Contains(p, "*") {
+			p = CleanPath(p)
+		}
+		rt.extraRoutes[method+" "+policy.FoldPath(p)] = r
+	}
+	rt.routesMu.Unlock()
+	return rt.loadPolicy(ctx)
 }
 
 // loadPolicy builds the policy from the stored settings at start.

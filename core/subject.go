@@ -83,7 +83,10 @@ func (rt *Runtime) applyGrantExpiry(ctx context.Context, u store.User) (store.Us
 
 // DecisionRequest is what the policy is asked about.
 type DecisionRequest struct {
-	Subject  *Subject
+	Subject *Subject
+	// Method is the method the backend will act on, when it is not r.Method
+	// (an HTTP/2 websocket's CONNECT reaches it as a GET).
+	Method   string
 	APIRoute string // "" for backend requests
 	Target   *policy.Target
 	Change   *policy.Change
@@ -95,21 +98,26 @@ type DecisionRequest struct {
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
 	engine := rt.Policy()
 	reqPath := CleanPath(r.URL.Path)
+	method := d.Method
+	if method == "" {
+		method = strings.ToUpper(r.Method)
+	}
 	cacheable := d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable()
 	var key decisionKey
 	if cacheable {
-		key = newDecisionKey(d.Subject, r.Method, reqPath, d.Model)
+		key = newDecisionKey(d.Subject, method, reqPath, d.Model)
 		if dec, ok := rt.decisions.get(engine, key); ok {
 			return dec, nil
 		}
 	}
 	in := &policy.Input{
 		Request: policy.Request{
-			Method:  r.Method,
-			Path:    reqPath,
-			Host:    r.Host,
-			Query:   r.URL.RawQuery,
-			Headers: lowerHeaders(r.Header),
+			Method:     method,
+			Path:       reqPath,
+			PathFolded: policy.FoldPath(reqPath),
+			Host:       r.Host,
+			Query:      r.URL.RawQuery,
+			Headers:    lowerHeaders(r.Header),
 		},
 		Target: d.Target,
 		Change: d.Change,

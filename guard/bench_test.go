@@ -59,13 +59,13 @@ func BenchmarkGuardSession(b *testing.B) {
 	f := newFixture(b)
 	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
 	cookie := c.Name + "=" + c.Value
-	u, _ := url.Parse(publicURL + "/api/ps")
+	u, _ := url.Parse(publicURL + "/api/version")
 	benchServe(b, f, func() *http.Request { return benchRequest(u, cookie) }, 0)
 }
 
 func BenchmarkGuardAnonymous(b *testing.B) {
 	f := newFixture(b)
-	u, _ := url.Parse(publicURL + "/api/ps")
+	u, _ := url.Parse(publicURL + "/api/version")
 	benchServe(b, f, func() *http.Request { return benchRequest(u, "") }, http.StatusUnauthorized)
 }
 
@@ -75,7 +75,7 @@ func BenchmarkGuardBearer(b *testing.B) {
 	f := newFixture(b)
 	u := f.approve(f.login("bob@example.com", false), "user", nil)
 	raw := f.token(u)
-	target, _ := url.Parse(publicURL + "/api/ps")
+	target, _ := url.Parse(publicURL + "/api/version")
 	benchServe(b, f, func() *http.Request {
 		r := benchRequest(target, "")
 		r.Header["Authorization"] = []string{"Bearer " + raw}
@@ -113,6 +113,6 @@ func BenchmarkGuardSessionPolicyEveryRequest(b *testing.B) {
 	}
 	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
 	cookie := c.Name + "=" + c.Value
-	u, _ := url.Parse(publicURL + "/api/ps")
+	u, _ := url.Parse(publicURL + "/api/version")
 	benchServe(b, f, func() *http.Request { return benchRequest(u, cookie) }, 0)
 }

@@ -4,7 +4,9 @@
 package guard
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/policy"
 )
 
 // Identity headers set for the upstream.
@@ -30,66 +33,61 @@ const (
 
 // Guard is the per-request decision in front of the backend.
 type Guard struct {
-	rt       *core.Runtime
-	cop      *http.CrossOriginProtection
-	models   map[route]bool // requests whose body names a model
-	listings map[route]bool // model listings to filter
-	maxBody  int64
+	rt             *core.Runtime
+	cop            *http.CrossOriginProtection
+	maxBody        int64
+	allowAmbiguous bool
 }
 
 // Options tune a guard; zero values take the defaults.
 type Options struct {
-	ModelRoutes   []string // default DefaultModelRoutes
-	ListingRoutes []string // default DefaultListingRoutes
-	MaxBodyBytes  int64    // bound for reading a model request's body; default 8 MiB
+	// ModelRoutes and ListingRoutes ("METHOD /path") add model routes and
+	// model listings to the route table of the policy data (spec §6a).
+	ModelRoutes   []string
+	ListingRoutes []string
+	MaxBodyBytes  int64 // bound for reading a model request's body; default 8 MiB
+	// AllowAmbiguousPaths passes paths and methods that backends could read
+	// differently (spec §6a) instead of refusing them with 400.
+	AllowAmbiguousPaths bool
 }
-
-// DefaultModelRoutes are the OpenAI-compatible and Ollama requests that name a model.
-var DefaultModelRoutes = []string{
-	"POST /v1/chat/completions", "POST /v1/completions", "POST /v1/embeddings", "POST /v1/responses",
-	"POST /api/chat", "POST /api/generate", "POST /api/embed",
-}
-
-// DefaultListingRoutes are the model listings the guard filters.
-var DefaultListingRoutes = []string{"GET /v1/models", "GET /api/tags"}
 
 // DefaultMaxBodyBytes bounds the body read to find the model.
 const DefaultMaxBodyBytes = 8 << 20
 
-// route is a request's method and path.
-type route struct{ method, path string }
-
-// parseRoute reads "METHOD /path".
-func parseRoute(s string) route {
-	method, path, _ := strings.Cut(s, " ")
-	return route{method, path}
-}
-
-// New returns a guard over the runtime.
-func New(rt *core.Runtime, o Options) *Guard {
-	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), models: map[route]bool{}, listings: map[route]bool{}, maxBody: o.MaxBodyBytes}
-	if o.ModelRoutes == nil {
-		o.ModelRoutes = DefaultModelRoutes
-	}
-	if o.ListingRoutes == nil {
-		o.ListingRoutes = DefaultListingRoutes
-	}
-	for _, r := range o.ModelRoutes {
-		g.models[parseRoute(r)] = true
-	}
-	for _, r := range o.ListingRoutes {
-		g.listings[parseRoute(r)] = true
-	}
+// New returns a guard over the runtime; its extra routes join the runtime's
+// route table, which the policy reads too.
+func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
+	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths}
 	if g.maxBody <= 0 {
 		g.maxBody = DefaultMaxBodyBytes
 	}
-	return g
+	routes := map[string]policy.Route{}
+	for _, key := range o.ModelRoutes {
+		routes[key] = policy.Route{Kind: policy.KindModel}
+	}
+	for _, key := range o.ListingRoutes {
+		routes[key] = policy.Route{Kind: policy.KindListing}
+	}
+	if err := rt.AddRoutes(ctx, routes); err != nil {
+		return nil, fmt.Errorf("model_routes, listing_routes: %w", err)
+	}
+	return g, nil
 }
 
 // Serve passes the request to next when the policy allows it, and otherwise
 // answers it. It never passes a request it could not decide on.
 func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request) error) error {
-	stripGatehouseHeaders(r.Header)
+	sanitizeHeaders(r.Header)
+	if ref := checkUpgrade(r); ref != nil {
+		admin.WriteProblem(w, http.StatusBadRequest, ref.code, ref.title, ref.detail)
+		return nil
+	}
+	if !g.allowAmbiguous {
+		if ref := checkAmbiguous(r); ref != nil {
+			admin.WriteProblem(w, http.StatusBadRequest, ref.code, ref.title, ref.detail)
+			return nil
+		}
+	}
 
 	sub, err := g.rt.Identify(r)
 	switch {
@@ -111,17 +109,21 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	rr := route{r.Method, core.CleanPath(r.URL.Path)}
+	method := strings.ToUpper(requestMethod(r))
+	cleaned := core.CleanPath(r.URL.Path)
+	route := g.rt.Policy().Routes().Match(method, policy.FoldPath(cleaned))
 	var model *string
-	if g.models[rr] {
-		m, ok := g.readModel(w, r)
+	if route != nil && route.ModelFrom != policy.ModelFromNone {
+		m, found, ok := g.readModel(w, r, route, cleaned)
 		if !ok {
 			return nil
 		}
-		model = &m
+		if found {
+			model = &m
+		}
 	}
 
-	dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Model: model})
+	dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Method: method, Model: model})
 	if err != nil {
 		g.unavailable(w, r, err)
 		return nil
@@ -151,18 +153,10 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		repl.Set("http.auth.user.email", sub.User.Email)
 		repl.Set("http.auth.user.role", sub.User.Role)
 	}
-	if g.listings[rr] {
-		return g.filterListing(w, r, sub, next)
+	if route != nil && route.Kind == policy.KindListing {
+		return g.filterListing(w, r, sub, method, next)
 	}
 	return next(w, r)
-}
-
-func stripGatehouseHeaders(h http.Header) {
-	for name := range h {
-		if len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix) {
-			delete(h, name)
-		}
-	}
 }
 
 // stripCredentials keeps Gatehouse's own cookies from the upstream; every
@@ -226,6 +220,7 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject
 		"account_suspended": "Account suspended",
 		"access_denied":     "Access denied",
 		"model_not_allowed": "Model not allowed",
+		"model_not_found":   "Model not found",
 	}[code]
 	if title == "" {
 		title = "Forbidden"
@@ -236,11 +231,16 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject
 	if reason == "" {
 		reason = title
 	}
+	status := http.StatusForbidden
+	if code == policy.CodeModelNotFound {
+		// A model the caller may not use is not shown to exist.
+		status = http.StatusNotFound
+	}
 	if isBrowserNavigation(r) {
-		admin.RenderErrorPage(w, g.rt, http.StatusForbidden, title, reason)
+		admin.RenderErrorPage(w, g.rt, status, title, reason)
 		return
 	}
-	admin.WriteProblem(w, http.StatusForbidden, code, title, reason)
+	admin.WriteProblem(w, status, code, title, reason)
 }
 
 func (g *Guard) unavailable(w http.ResponseWriter, r *http.Request, err error) {

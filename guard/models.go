@@ -6,43 +6,65 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/modelreq"
+	"github.com/gatehouse/gatehouse/policy"
 )
 
-// readModel finds the model a request names, leaving the body intact for the
-// upstream. It answers the request itself (and returns ok=false) when the body
-// is too large, not JSON, or names the model ambiguously, so the guard and the
-// backend can never disagree on the model.
-func (g *Guard) readModel(w http.ResponseWriter, r *http.Request) (string, bool) {
-	model, found, err := modelreq.Extract(r, g.maxBody)
+// readModel finds the model a request names where its route says, leaving
+// the body intact for the upstream. It answers the request itself (and
+// returns ok=false) when the body is too large or malformed, when the model is
+// named ambiguously (so the guard and the backend can never disagree on it),
+// or when a route that needs a model names none.
+func (g *Guard) readModel(w http.ResponseWriter, r *http.Request, route *policy.Route, cleaned string) (model string, found, ok bool) {
+	var err error
+	switch route.ModelFrom {
+	case policy.ModelFromBody:
+		model, found, err = modelreq.Extract(r, g.maxBody, route.ModelKeys)
+	case policy.ModelFromMultipart:
+		model, found, err = modelreq.ExtractMultipart(r, g.maxBody, route.ModelKeys)
+	case policy.ModelFromQuery:
+		model, found, err = modelreq.ModelFromQuery(r.URL.RawQuery, route.ModelKeys)
+	case policy.ModelFromPath:
+		model = route.ModelFromCleanPath(cleaned)
+		found = model != ""
+	}
+	keys := `"` + strings.Join(route.ModelKeys, `" or "`) + `"`
 	switch {
 	case errors.Is(err, modelreq.ErrBodyTooLarge):
 		admin.WriteProblem(w, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
 			fmt.Sprintf("model requests are limited to %d bytes", g.maxBody))
-		return "", false
+		return "", false, false
 	case errors.Is(err, modelreq.ErrAmbiguousModel):
 		admin.WriteProblem(w, http.StatusBadRequest, "ambiguous_model", "Ambiguous model",
-			`the body must name the model once, as a string in the top-level "model" field`)
-		return "", false
+			fmt.Sprintf("the request must name the model once, as a string in %s (keys compared case-insensitively)", keys))
+		return "", false, false
+	case errors.Is(err, modelreq.ErrInvalidForm):
+		admin.WriteProblem(w, http.StatusBadRequest, "invalid_request", "Invalid request", err.Error())
+		return "", false, false
 	case err != nil:
 		admin.WriteProblem(w, http.StatusBadRequest, "invalid_json", "Invalid JSON", "a model request's body must be one JSON object")
-		return "", false
-	case !found:
-		admin.WriteProblem(w, http.StatusBadRequest, "model_required", "Model required", `the body must name a model in its top-level "model" field`)
-		return "", false
+		return "", false, false
+	case (!found || model == "") && !route.ModelOptional:
+		// An empty model is no model: some backends then serve their default.
+		admin.WriteProblem(w, http.StatusBadRequest, "model_required", "Model required",
+			fmt.Sprintf("the request must name a model in %s", keys))
+		return "", false, false
+	case found && model == "":
+		found = false
 	}
-	return model, true
+	return model, found, true
 }
 
 // filterListing passes a model listing through, keeping only the models the
 // caller may use. A listing it cannot read is refused (502) rather than
 // passed unfiltered.
-func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.Subject, next func(http.ResponseWriter, *http.Request) error) error {
+func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.Subject, method string, next func(http.ResponseWriter, *http.Request) error) error {
 	// Ask for an uncompressed listing so it can be read.
 	r.Header.Del("Accept-Encoding")
 	rec := newRecorder()
@@ -55,7 +77,7 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.
 	}
 	allow := func(model string) (bool, error) {
 		m := model
-		dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Model: &m})
+		dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Method: method, Model: &m})
 		if err != nil {
 			return false, err
 		}

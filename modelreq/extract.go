@@ -11,14 +11,15 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"strings"
 	"unicode/utf8"
 )
 
 var (
 	// ErrBodyTooLarge means the body exceeds the limit; the caller answers 413.
 	ErrBodyTooLarge = errors.New("request body too large")
-	// ErrAmbiguousModel means the top-level "model" member is repeated or is
-	// not a JSON string; the caller answers 400.
+	// ErrAmbiguousModel means the model keys (case-folded) name different
+	// models, or one is not a string; the caller answers 400.
 	ErrAmbiguousModel = errors.New("ambiguous model field")
 	// ErrInvalidJSON means the body is not exactly one JSON object; the caller
 	// answers 400.
@@ -33,8 +34,8 @@ const maxNestingDepth = 10000
 // typical chat request fits without growing.
 const chunkedBodyStart = 4096
 
-// Extract reads r.Body up to limit bytes, finds the top-level "model" member of
-// the JSON object and puts an identical body back on r (r.Body replaced by a
+// Extract reads r.Body up to limit bytes, finds the model the JSON object's
+// top-level model keys name (see ExtractBytes) and puts an identical body back on r (r.Body replaced by a
 // reader over the exact same bytes, r.ContentLength and r.GetBody consistent)
 // so the upstream receives the body byte for byte. found is false when the
 // object has no "model" member. An empty body is ErrInvalidJSON. A body over
@@ -44,14 +45,26 @@ const chunkedBodyStart = 4096
 // The body is put back whenever it was read completely, also when it is
 // ErrInvalidJSON or ErrAmbiguousModel; after ErrBodyTooLarge or a read error
 // r.Body is partly consumed and the request must not be forwarded.
-func Extract(r *http.Request, limit int64) (model string, found bool, err error) {
+func Extract(r *http.Request, limit int64, keys []string) (model string, found bool, err error) {
+	body, err := ReadBody(r, limit)
+	if err != nil {
+		return "", false, err
+	}
+	return ExtractBytes(body, keys)
+}
+
+// ReadBody reads r.Body up to limit bytes and puts an identical body back on
+// r. A body over limit is ErrBodyTooLarge (decided from Content-Length when it
+// is known); r.Body is then partly consumed and the request must not be
+// forwarded.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
 	limit = max(0, min(limit, math.MaxInt64-1))
 	if r.ContentLength > limit {
-		return "", false, ErrBodyTooLarge
+		return nil, ErrBodyTooLarge
 	}
 	body, err := readBody(r.Body, r.ContentLength, limit)
 	if err != nil {
-		return "", false, err
+		return nil, err
 	}
 	if r.Body != nil {
 		// The original body is at EOF; closing it now instead of leaving it to
@@ -59,7 +72,7 @@ func Extract(r *http.Request, limit int64) (model string, found bool, err error)
 		r.Body.Close()
 	}
 	restoreBody(r, body)
-	return ExtractBytes(body)
+	return body, nil
 }
 
 // readBody reads rc to EOF, failing with ErrBodyTooLarge as soon as more than
@@ -125,20 +138,21 @@ func newBodyReader(b []byte) *bodyReader {
 func (*bodyReader) Close() error { return nil }
 
 // ExtractBytes is Extract on a body already read: body must be exactly one
-// JSON object (RFC 8259, strings valid UTF-8); only its top-level "model"
-// member counts, keys compared after unescaping, and the member must be a
-// string that appears once.
-func ExtractBytes(body []byte) (model string, found bool, err error) {
+// JSON object (RFC 8259, strings valid UTF-8). A top-level member is a model
+// key when its key, unescaped, equals one of keys under Unicode case folding,
+// as Go's encoding/json matches struct fields ("Model", "MODEL" and
+// "\u004dODEL" are all "model"); every model key must hold a string, and all
+// the same one, or the body is ErrAmbiguousModel. keys default to ["model"].
+func ExtractBytes(body []byte, keys []string) (model string, found bool, err error) {
+	if len(keys) == 0 {
+		keys = defaultKeys
+	}
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return "", false, ErrInvalidJSON
 	}
 	i = skipSpace(body, i+1)
-	var (
-		modelRaw     []byte // the model value between its quotes, still escaped
-		modelEscaped bool
-		ambiguous    bool
-	)
+	var ambiguous bool
 	if i < len(body) && body[i] == '}' {
 		i++
 	} else {
@@ -150,24 +164,35 @@ func ExtractBytes(body []byte) (model string, found bool, err error) {
 			if !ok {
 				return "", false, ErrInvalidJSON
 			}
-			isModel := keyIsModel(body[i+1:end-1], escaped)
+			isModel := keyIsModel(body[i+1:end-1], escaped, keys)
 			i = skipSpace(body, end)
 			if i >= len(body) || body[i] != ':' {
 				return "", false, ErrInvalidJSON
 			}
 			i = skipSpace(body, i+1)
 			switch {
-			case isModel && !found && i < len(body) && body[i] == '"':
+			case isModel && i < len(body) && body[i] == '"':
 				end, escaped, ok = scanString(body, i)
 				if !ok {
 					return "", false, ErrInvalidJSON
 				}
-				modelRaw, modelEscaped = body[i+1:end-1], escaped
+				value, decoded := body[i+1:end-1], true
+				if escaped {
+					// A lone surrogate escape: encoding/json turns it into
+					// U+FFFD, Python keeps it, so backends would not agree.
+					value, decoded = unescape(make([]byte, 0, len(value)), value)
+				}
+				switch {
+				case !decoded || found && string(value) != model:
+					ambiguous = true
+				case !found:
+					model = string(value)
+				}
 				i = end
 			default:
-				// A second "model" or a non-string one is remembered rather
-				// than returned at once, so a broken body is reported as
-				// ErrInvalidJSON whatever its members are.
+				// A non-string model is remembered rather than returned at
+				// once, so a broken body is reported as ErrInvalidJSON
+				// whatever its members are.
 				ambiguous = ambiguous || isModel
 				if i, ok = skipValue(body, i); !ok {
 					return "", false, ErrInvalidJSON
@@ -195,34 +220,30 @@ func ExtractBytes(body []byte) (model string, found bool, err error) {
 	if ambiguous {
 		return "", false, ErrAmbiguousModel
 	}
-	if !found {
-		return "", false, nil
-	}
-	if !modelEscaped {
-		return string(modelRaw), true, nil
-	}
-	decoded, ok := unescape(make([]byte, 0, len(modelRaw)), modelRaw)
-	if !ok {
-		// A lone surrogate escape: encoding/json turns it into U+FFFD, Python
-		// keeps it, so backends would not agree on the name.
-		return "", false, ErrAmbiguousModel
-	}
-	return string(decoded), true, nil
+	return model, found, nil
 }
 
+var defaultKeys = []string{"model"}
+
 // keyIsModel reports whether a key, given between its quotes, unescapes to
-// "model".
-func keyIsModel(raw []byte, escaped bool) bool {
-	if !escaped {
-		return string(raw) == "model"
+// one of keys under Unicode case folding.
+func keyIsModel(raw []byte, escaped bool, keys []string) bool {
+	// A character folding to an ASCII letter takes at most three bytes
+	// (U+212A, the Kelvin sign), or twelve as a surrogate pair of escapes.
+	var buf [64]byte
+	if escaped && len(raw) <= len(buf) {
+		decoded, ok := unescape(buf[:0], raw)
+		if !ok {
+			return false
+		}
+		raw = decoded
 	}
-	// Each of the five characters takes at most six bytes (\uXXXX).
-	if len(raw) > 5*6 {
-		return false
+	for _, k := range keys {
+		if len(raw) <= 3*len(k) && strings.EqualFold(string(raw), k) {
+			return true
+		}
 	}
-	var buf [5 * 6]byte
-	decoded, ok := unescape(buf[:0], raw)
-	return ok && string(decoded) == "model"
+	return false
 }
 
 // skipSpace returns the index of the first non-whitespace byte at or after i.

@@ -15,6 +15,7 @@ import (
 func TestExtractBytes(t *testing.T) {
 	tests := []struct {
 		name      string
+		keys      []string
 		body      string
 		wantModel string
 		wantFound bool
@@ -28,7 +29,14 @@ func TestExtractBytes(t *testing.T) {
 		{name: "empty object", body: `{}`, wantFound: false},
 		{name: "nested model in array and object is ignored", body: `{"messages":[{"model":"evil"}],"options":{"model":"evil","x":[{"model":1}]}}`, wantFound: false},
 		{name: "nested model before top-level model", body: `{"options":{"model":"evil"},"model":"good"}`, wantModel: "good", wantFound: true},
-		{name: "key differing in case is not model", body: `{"Model":"evil","MODEL":"evil"}`, wantFound: false},
+		{name: "key differing in case is model, as encoding/json reads it", body: `{"Model":"gpt-4"}`, wantModel: "gpt-4", wantFound: true},
+		{name: "keys differing in case with different models", body: `{"model":"llama3","Model":"gpt-4"}`, wantErr: ErrAmbiguousModel},
+		{name: "upper-case key with a different model", body: `{"model":"llama3","MODEL":"gpt-4"}`, wantErr: ErrAmbiguousModel},
+		{name: "escaped upper-case key with a different model", body: `{"model":"llama3","\u004dODEL":"gpt-4"}`, wantErr: ErrAmbiguousModel},
+		{name: "keys differing in case with the same model", body: `{"model":"llama3","MoDeL":"llama3"}`, wantModel: "llama3", wantFound: true},
+		{name: "Ollama's name key", keys: []string{"model", "name"}, body: `{"name":"gpt-4"}`, wantModel: "gpt-4", wantFound: true},
+		{name: "Ollama's name and model disagree", keys: []string{"model", "name"}, body: `{"model":"llama3","Name":"gpt-4"}`, wantErr: ErrAmbiguousModel},
+		{name: "name is no model key elsewhere", body: `{"model":"llama3","name":"gpt-4"}`, wantModel: "llama3", wantFound: true},
 		{name: "key with extra space is not model", body: `{"model ":"evil"," model":"evil"}`, wantFound: false},
 		{name: "escaped key is model", body: `{"mod\u0065l":"evil"}`, wantModel: "evil", wantFound: true},
 		{name: "fully escaped key is model", body: `{"\u006d\u006F\u0064\u0065\u006c":"evil"}`, wantModel: "evil", wantFound: true},
@@ -39,7 +47,8 @@ func TestExtractBytes(t *testing.T) {
 		{name: "surrogate pair in value", body: `{"model":"m\ud83d\ude00"}`, wantModel: "m😀", wantFound: true},
 		{name: "raw UTF-8 in value", body: `{"model":"modèle-😀"}`, wantModel: "modèle-😀", wantFound: true},
 		{name: "repeated model", body: `{"model":"llama3","model":"evil"}`, wantErr: ErrAmbiguousModel},
-		{name: "repeated model with the same value", body: `{"model":"llama3","x":1,"model":"llama3"}`, wantErr: ErrAmbiguousModel},
+		{name: "repeated model with the same value", body: `{"model":"llama3","x":1,"model":"llama3"}`, wantModel: "llama3", wantFound: true},
+		{name: "repeated model with the same value escaped", body: `{"model":"llama3","model":"ll\u0061ma3"}`, wantModel: "llama3", wantFound: true},
 		{name: "repeated model via escaped key", body: `{"model":"llama3","mod\u0065l":"evil"}`, wantErr: ErrAmbiguousModel},
 		{name: "null model", body: `{"model":null}`, wantErr: ErrAmbiguousModel},
 		{name: "number model", body: `{"model":3}`, wantErr: ErrAmbiguousModel},
@@ -86,7 +95,7 @@ func TestExtractBytes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			model, found, err := ExtractBytes([]byte(tt.body))
+			model, found, err := ExtractBytes([]byte(tt.body), tt.keys)
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
@@ -103,7 +112,7 @@ func TestExtractBytesFindsModelAfterLargePrefix(t *testing.T) {
 	if len(body) < 900*1024 {
 		t.Fatalf("test body is only %d bytes", len(body))
 	}
-	model, found, err := ExtractBytes([]byte(body))
+	model, found, err := ExtractBytes([]byte(body), nil)
 	if err != nil || !found || model != "forbidden-model" {
 		t.Fatalf("got (%q, %v, %v), want forbidden-model", model, found, err)
 	}
@@ -115,10 +124,10 @@ func TestExtractBytesNestingLimit(t *testing.T) {
 		inner := depth - 1 // the top-level object is one level
 		return []byte(`{"model":"a","x":` + strings.Repeat("[", inner) + strings.Repeat("]", inner) + `}`)
 	}
-	if _, found, err := ExtractBytes(nested(10000)); err != nil || !found {
+	if _, found, err := ExtractBytes(nested(10000), nil); err != nil || !found {
 		t.Errorf("depth 10000: found=%v err=%v, want the model", found, err)
 	}
-	if _, _, err := ExtractBytes(nested(10001)); !errors.Is(err, ErrInvalidJSON) {
+	if _, _, err := ExtractBytes(nested(10001), nil); !errors.Is(err, ErrInvalidJSON) {
 		t.Errorf("depth 10001: err=%v, want ErrInvalidJSON", err)
 	}
 }
@@ -149,7 +158,7 @@ func TestExtractLimit(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/v1/chat/completions", nil)
 			r.Body = io.NopCloser(counter)
 			r.ContentLength = tt.contentLength
-			model, found, err := Extract(r, limit)
+			model, found, err := Extract(r, limit, nil)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -172,7 +181,7 @@ func TestExtractNeverReadsUnboundedBody(t *testing.T) {
 	counter := &countingReader{r: endless{}}
 	r.Body = io.NopCloser(counter)
 	r.ContentLength = -1
-	if _, _, err := Extract(r, 1<<20); !errors.Is(err, ErrBodyTooLarge) {
+	if _, _, err := Extract(r, 1<<20, nil); !errors.Is(err, ErrBodyTooLarge) {
 		t.Fatalf("err = %v, want ErrBodyTooLarge", err)
 	}
 	if counter.n != 1<<20+1 {
@@ -202,7 +211,7 @@ func TestExtractRestoresBody(t *testing.T) {
 					r.ContentLength = -1
 					r.TransferEncoding = []string{"chunked"}
 				}
-				model, found, err := Extract(r, 1<<20)
+				model, found, err := Extract(r, 1<<20, nil)
 				if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
 				}
@@ -224,7 +233,7 @@ func TestExtractEmptyBody(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/v1/embeddings", nil)
 			r.Body = body
 			r.ContentLength = -1
-			if _, _, err := Extract(r, 1024); !errors.Is(err, ErrInvalidJSON) {
+			if _, _, err := Extract(r, 1024, nil); !errors.Is(err, ErrInvalidJSON) {
 				t.Fatalf("err = %v, want ErrInvalidJSON", err)
 			}
 			if r.Body != http.NoBody || r.ContentLength != 0 {
@@ -239,7 +248,7 @@ func TestExtractReadError(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/v1/completions", nil)
 	r.Body = io.NopCloser(io.MultiReader(strings.NewReader(`{"model":`), errReader{errBroken}))
 	r.ContentLength = -1
-	_, _, err := Extract(r, 1024)
+	_, _, err := Extract(r, 1024, nil)
 	if !errors.Is(err, errBroken) {
 		t.Fatalf("err = %v, want it to wrap %v", err, errBroken)
 	}
@@ -269,7 +278,7 @@ func TestExtractProxiesIdenticalBody(t *testing.T) {
 	proxy := httputil.NewSingleHostReverseProxy(upstreamURL)
 	guardGot := make(chan string, 1)
 	guard := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		model, _, err := Extract(r, 1<<20)
+		model, _, err := Extract(r, 1<<20, nil)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -394,7 +403,7 @@ func BenchmarkExtract(b *testing.B) {
 		src.Reset(chatBody)
 		r.Body = src
 		r.ContentLength = int64(len(chatBody))
-		if model, _, err := Extract(r, 1<<20); err != nil || model != "llama3.1:8b-instruct-q4_K_M" {
+		if model, _, err := Extract(r, 1<<20, nil); err != nil || model != "llama3.1:8b-instruct-q4_K_M" {
 			b.Fatalf("got %q, %v", model, err)
 		}
 	}
@@ -404,7 +413,7 @@ func BenchmarkExtractBytes(b *testing.B) {
 	b.SetBytes(int64(len(chatBody)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if model, _, err := ExtractBytes(chatBody); err != nil || model != "llama3.1:8b-instruct-q4_K_M" {
+		if model, _, err := ExtractBytes(chatBody, nil); err != nil || model != "llama3.1:8b-instruct-q4_K_M" {
 			b.Fatalf("got %q, %v", model, err)
 		}
 	}

@@ -42,6 +42,7 @@ const (
 	CodeAccessDenied     = "access_denied"
 	CodeForbidden        = "forbidden"
 	CodeModelNotAllowed  = "model_not_allowed"
+	CodeModelNotFound    = "model_not_found" // a model_info route for a model the caller may not use
 )
 
 // Subject.Auth values.
@@ -89,10 +90,14 @@ type Input struct {
 
 // Request is the HTTP request being decided.
 type Request struct {
+	// Method is in upper case.
 	Method string `json:"method"`
-	Path   string `json:"path"`
-	Host   string `json:"host"`
-	Query  string `json:"query"`
+	// Path is cleaned and percent-decoded; PathFolded is FoldPath(Path), what
+	// routes and the default rules match on.
+	Path       string `json:"path"`
+	PathFolded string `json:"path_folded"`
+	Host       string `json:"host"`
+	Query      string `json:"query"`
 	// Headers are keyed by lower-case name.
 	Headers map[string]string `json:"headers"`
 }
@@ -141,6 +146,7 @@ type Engine struct {
 	decision    rego.PreparedEvalQuery
 	permissions rego.PreparedEvalQuery
 	roles       map[string]int
+	routes      *RouteTable
 	cacheable   bool
 }
 
@@ -153,6 +159,14 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	roles, err := roleRanks(config)
+	if err != nil {
+		return nil, err
+	}
+	rawRoutes, ok := config["routes"].(map[string]any)
+	if !ok {
+		return nil, errors.New("policy data: routes is not an object")
+	}
+	routes, err := newRouteTable(rawRoutes)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +196,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		return pq, nil
 	}
-	e := &Engine{roles: roles, cacheable: decisionsCacheable(modules)}
+	e := &Engine{roles: roles, routes: routes, cacheable: decisionsCacheable(modules)}
 	if e.decision, err = prepare(decisionQuery); err != nil {
 		return nil, err
 	}
@@ -301,6 +315,9 @@ func (e *Engine) Permissions(ctx context.Context, role string) ([]string, error)
 	return perms, nil
 }
 
+// Routes is the route table of the policy data, the one the Rego rules read.
+func (e *Engine) Routes() *RouteTable { return e.routes }
+
 // Roles returns each role's rank from the policy data.
 func (e *Engine) Roles() map[string]int {
 	return maps.Clone(e.roles)
@@ -317,7 +334,7 @@ func probes() []*Input {
 	health := "GET /api/health"
 	return []*Input{
 		{Request: Request{Method: "GET", Path: "/api/health"}, APIRoute: &health},
-		{Request: Request{Method: "GET", Path: "/"}},
+		{Request: Request{Method: "GET", Path: "/", PathFolded: "/"}},
 	}
 }
 

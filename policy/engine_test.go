@@ -32,7 +32,7 @@ func apiCall(route string) *Input {
 }
 
 func backendCall(method, path string) *Input {
-	return &Input{Request: Request{Method: method, Path: path, Host: "gw.test", Headers: map[string]string{"accept": "application/json"}}}
+	return &Input{Request: Request{Method: method, Path: path, PathFolded: FoldPath(path), Host: "gw.test", Headers: map[string]string{"accept": "application/json"}}}
 }
 
 func session(role, status string) *Subject {
@@ -229,7 +229,7 @@ func TestPermissionsAndRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"access:review", "chat:use", "models:use", "settings:self", "system:access", "tokens:personal", "tokens:user", "users:activity", "users:manage"}
+	want := []string{"access:review", "batches:use", "chat:use", "models:use", "settings:self", "system:access", "tokens:personal", "tokens:user", "users:activity", "users:manage"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Permissions(manager) = %v, want %v", got, want)
 	}

@@ -32,6 +32,7 @@ func (r *Request) astValue() ast.Value {
 	return ast.NewObject(
 		item("method", ast.StringTerm(r.Method)),
 		item("path", ast.StringTerm(r.Path)),
+		item("path_folded", ast.StringTerm(r.PathFolded)),
 		item("host", ast.StringTerm(r.Host)),
 		item("query", ast.StringTerm(r.Query)),
 		item("headers", headers),

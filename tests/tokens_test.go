@@ -407,8 +407,11 @@ func TestModelRestrictions(t *testing.T) {
 		})
 	}
 	t.Run("model routes cannot be stepped around by the path's spelling", func(t *testing.T) {
-		for _, p := range []string{"//v1/chat/completions", "/v1/chat/completions/", "/v1/./chat/completions", "/v1/x/../chat/completions", "/v1/chat/%63ompletions"} {
+		for _, p := range []string{"//v1/chat/completions", "/v1/chat/completions/", "/v1/chat/%63ompletions", "/V1/Chat/Completions"} {
 			expectProblem(t, bearer(t, in, "POST", p, tok, `{"model":"mistral"}`), http.StatusForbidden, "model_not_allowed")
+		}
+		for _, p := range []string{"/v1/./chat/completions", "/v1/x/../chat/completions"} {
+			expectProblem(t, bearer(t, in, "POST", p, tok, `{"model":"mistral"}`), http.StatusBadRequest, "ambiguous_request")
 		}
 	})
 	t.Run("escaped allowed value passes", func(t *testing.T) {

@@ -46,6 +46,9 @@ decision := allowed("public route") if {
 } else := denied("forbidden", "token kind not allowed") if {
 	input.change.token_kind != ""
 	not token_kind_allowed
+} else := denied("model_not_found", sprintf("model %s does not exist or is not available to the caller", [input.model])) if {
+	route_kind == "model_info"
+	not model_allowed
 } else := denied("model_not_allowed", sprintf("model %s is not allowed", [input.model])) if {
 	is_string(input.model)
 	not model_allowed
@@ -60,11 +63,9 @@ denied(code, reason) := {"allow": false, "code": code, "reason": reason}
 # --- request -------------------------------------------------------------
 
 # API routes arrive as their pattern ("GET /api/users/{id}"), backend
-# requests as "METHOD path". The two never share a list: a backend's own
+# requests as method and path. The two never share a list: a backend's own
 # /api/... paths (Ollama's) must not match Gatehouse's API routes.
 api_route := input.api_route if is_string(input.api_route)
-
-backend_route := concat(" ", [input.request.method, input.request.path]) if not api_route
 
 public_route if api_route in cfg.public_routes
 
@@ -109,21 +110,49 @@ rank(name) := cfg.roles[name].rank
 # API routes: any one of the listed permissions.
 required_any := {p | some p in cfg.api_routes[api_route]}
 
-# Backend routes: every listed permission.
+# Backend routes: every permission of the route's kind, and chat:use on chat routes.
 required_all := set() if api_route else := backend_required
 
-model_route if backend_route in cfg.model_routes
+backend_required contains p if some p in cfg.route_permissions[route_kind]
 
-chat_route if backend_route in cfg.chat_routes
+backend_required contains "chat:use" if route.chat
 
-backend_required contains "models:use" if model_route
+# --- backend routes: one table, data.gatehouse.config.routes (spec §6a) -----
+#
+# Keys are "METHOD /path" on the cleaned, lower-case path (path_folded); a
+# method of "*" matches any, a path may be a glob with "/" as separator.
+# Precedence: the exact key, then "* path", then the matching pattern with the
+# longest path (a named method before "*", then the key). The guard reads the
+# same table (policy.RouteTable) and must classify every request the same way.
 
-backend_required contains "chat:use" if chat_route
-
-backend_required contains cfg.backend_permission if {
-	not model_route
-	not chat_route
+route_key := k if {
+	not api_route
+	k := concat(" ", [input.request.method, input.request.path_folded])
+	cfg.routes[k]
+} else := k if {
+	not api_route
+	k := concat(" ", ["*", input.request.path_folded])
+	cfg.routes[k]
+} else := min(route_pattern_matches)[2] if {
+	not api_route
+	count(route_pattern_matches) > 0
 }
+
+route_pattern_matches contains [0 - count(path), method == "*", k] if {
+	some k, _ in cfg.routes
+	[method, path] := split(k, " ")
+	contains(path, "*")
+	method in {"*", input.request.method}
+	glob.match(path, ["/"], input.request.path_folded)
+}
+
+default route := {}
+
+route := cfg.routes[route_key]
+
+default route_kind := "other"
+
+route_kind := route.kind
 
 target_required := {p | some p in cfg.target_permissions[api_route]}
 

@@ -10,7 +10,7 @@ api(route) := {
 }
 
 backend(method, path) := {
-	"request": {"method": method, "path": path, "host": "gw.test", "query": "", "headers": {}},
+	"request": {"method": method, "path": path, "path_folded": lower(path), "host": "gw.test", "query": "", "headers": {}},
 	"subject": null, "model": null, "api_route": null, "target": null, "change": null, "now_ns": 0,
 }
 
@@ -97,8 +97,8 @@ test_active_user_cannot_request_access_again if {
 
 test_role_permissions_inherit if {
 	authz.permissions == {"system:access", "models:use", "chat:use", "settings:self", "tokens:personal"} with input as signed(api("GET /api/auth/me"), person("user", "active"))
-	count(authz.permissions) == 9 with input as signed(api("GET /api/auth/me"), person("manager", "active"))
-	count(authz.permissions) == 13 with input as signed(api("GET /api/auth/me"), person("admin", "active"))
+	count(authz.permissions) == 10 with input as signed(api("GET /api/auth/me"), person("manager", "active"))
+	count(authz.permissions) == 14 with input as signed(api("GET /api/auth/me"), person("admin", "active"))
 	"tokens:system" in authz.permissions with input as signed(api("GET /api/auth/me"), person("admin", "active"))
 }
 
@@ -261,4 +261,68 @@ test_backend_paths_never_match_api_routes if {
 	outcome(signed(backend("GET", "/api/auth/me"), person("user", "pending"))) == deny("access_required")
 	outcome(chat_request(bearer("user", ["models:use"], []), null)) == deny("forbidden")
 	outcome(signed(backend("POST", "/api/chat"), bearer("user", ["models:use", "chat:use"], []))) == allowed
+}
+
+# --- the route table (spec §6a) --------------------------------------------------
+
+route_of(method, path) := kind if {
+	kind := authz.route_kind with input as backend(method, path)
+}
+
+test_routes_match_on_the_folded_path if {
+	route_of("POST", "/V1/CHAT/COMPLETIONS") == "model"
+	authz.route.chat with input as backend("POST", "/V1/Chat/Completions")
+	route_of("GET", "/V1/MODELS") == "listing"
+	route_of("GET", "/API/TAGS") == "listing"
+}
+
+test_route_kinds_cover_the_backends if {
+	route_of("POST", "/v1/images/generations") == "model"
+	route_of("POST", "/v1/audio/transcriptions") == "model"
+	route_of("POST", "/v1/messages") == "model"
+	route_of("POST", "/v2/rerank") == "model"
+	route_of("GET", "/v1/realtime") == "model"
+	route_of("POST", "/api/show") == "model"
+	route_of("GET", "/api/ps") == "listing"
+	route_of("GET", "/v1/models/org/secret-model") == "model_info"
+	route_of("POST", "/api/pull") == "model_admin"
+	route_of("DELETE", "/api/delete") == "model_admin"
+	route_of("HEAD", "/api/blobs/sha256-x") == "model_admin"
+	route_of("POST", "/v1/unload_lora_adapter") == "model_admin"
+	route_of("GET", "/v1/batches/b1") == "batch"
+	route_of("DELETE", "/v1/files/f1") == "batch"
+	route_of("POST", "/v1/fine_tuning/jobs") == "batch"
+	route_of("GET", "/") == "other"
+	route_of("GET", "/v1/chat/completions") == "other"
+}
+
+test_longest_pattern_wins if {
+	routes := object.union(data.gatehouse.config.routes, {"* /v1/models/special/**": {"kind": "model_admin"}})
+	authz.route_kind == "model_admin" with input as backend("GET", "/v1/models/special/x") with data.gatehouse.config.routes as routes
+	authz.route_kind == "model_info" with input as backend("GET", "/v1/models/other") with data.gatehouse.config.routes as routes
+}
+
+test_model_info_hides_forbidden_models if {
+	info := object.union(backend("GET", "/v1/models/gpt-4"), {"subject": bearer("user", ["models:use"], ["llama3*"]), "model": "gpt-4"})
+	outcome(info) == deny("model_not_found")
+	outcome(object.union(info, {"model": "llama3"})) == allowed
+}
+
+test_model_admin_needs_providers_manage if {
+	outcome(signed(backend("POST", "/api/pull"), person("user", "active"))) == deny("forbidden")
+	outcome(signed(backend("POST", "/api/pull"), person("manager", "active"))) == deny("forbidden")
+	outcome(signed(backend("POST", "/api/pull"), person("admin", "active"))) == allowed
+	outcome(signed(backend("POST", "/API/PULL"), person("user", "active"))) == deny("forbidden")
+}
+
+test_batches_need_batches_use if {
+	outcome(signed(backend("POST", "/v1/batches"), person("user", "active"))) == deny("forbidden")
+	outcome(signed(backend("POST", "/v1/batches"), person("manager", "active"))) == allowed
+}
+
+test_added_model_route_needs_models_use if {
+	routes := object.union(data.gatehouse.config.routes, {"POST /custom/generate": {"kind": "model"}})
+	req := object.union(backend("POST", "/custom/generate"), {"model": "llama3"})
+	outcome(signed(req, bearer("user", ["system:access"], []))) == deny("forbidden") with data.gatehouse.config.routes as routes
+	outcome(signed(req, bearer("user", ["models:use"], []))) == allowed with data.gatehouse.config.routes as routes
 }
