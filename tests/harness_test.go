@@ -77,6 +77,8 @@ type instanceConfig struct {
 	adminPort   int    // Caddy's admin endpoint on localhost (for caddy reload); 0 = off
 	oidcIssuer  string // use this OpenID provider instead of dev_idp
 	apiPrefix   string // the api_prefix, when not /api (set in extraGlobal too)
+	guardBlock  string // lines inside the site's gatehouse { } directive
+	upstream    string // the backend's address, instead of the recording backend
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -130,12 +132,26 @@ func (in *instance) caddyfile() string {
 }
 %s {
 	gatehouse_api
-	gatehouse
+	gatehouse%s
 	reverse_proxy %s {
 		flush_interval -1
 	}
 }
-`, global, in.publicURL(), in.storeLine(), idp, alice, in.cfg.extraGlobal, in.URL, in.backend.addr)
+`, global, in.publicURL(), in.storeLine(), idp, alice, in.cfg.extraGlobal, in.URL, in.guardBlock(), in.upstream())
+}
+
+func (in *instance) guardBlock() string {
+	if in.cfg.guardBlock == "" {
+		return ""
+	}
+	return " {\n" + in.cfg.guardBlock + "\n\t}"
+}
+
+func (in *instance) upstream() string {
+	if in.cfg.upstream != "" {
+		return in.cfg.upstream
+	}
+	return in.backend.addr
 }
 
 func (in *instance) publicURL() string {
