@@ -13,26 +13,24 @@ import (
 // before anything is decided.
 
 // overrideHeaders make some frameworks route or dispatch on another path or
-// method than the one the guard decided on.
+// method than the one the guard decided on (lower case, as compared).
 var overrideHeaders = []string{
-	"X-Original-Url", "X-Rewrite-Url", "X-Forwarded-Uri",
-	"X-Http-Method-Override", "X-Method-Override", "X-Http-Method",
+	"x-original-url", "x-rewrite-url", "x-forwarded-uri",
+	"x-http-method-override", "x-method-override", "x-http-method",
 }
 
 // sanitizeHeaders removes what no client may send the backend: identity
 // headers (the guard sets its own), override headers, HTTP2-Settings, and
 // Connection tokens that would make the proxy drop a header the guard sets or
-// removes (Caddy deletes every header the Connection header names).
+// removes (Caddy deletes every header the Connection header names). Names
+// compare case-insensitively with "_" as "-": CGI and WSGI servers read
+// X_Gatehouse_Role as X-Gatehouse-Role.
 func sanitizeHeaders(h http.Header) {
 	for name := range h {
-		if isGatehouseHeader(name) {
+		if isGatehouseHeader(name) || isOverrideHeader(name) || sameHeaderName(name, "http2-settings") {
 			delete(h, name)
 		}
 	}
-	for _, name := range overrideHeaders {
-		h.Del(name)
-	}
-	h.Del("Http2-Settings")
 	conn := h["Connection"]
 	if len(conn) == 0 {
 		return
@@ -53,22 +51,43 @@ func sanitizeHeaders(h http.Header) {
 	h["Connection"] = []string{strings.Join(kept, ", ")}
 }
 
-func isGatehouseHeader(name string) bool {
-	return len(name) >= len(HeaderPrefix) && strings.EqualFold(name[:len(HeaderPrefix)], HeaderPrefix)
+// sameHeaderName compares a header name with a lower-case one, folding case
+// and reading "_" as "-".
+func sameHeaderName(name, lower string) bool {
+	if len(name) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		} else if c == '_' {
+			c = '-'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
-// protectedHeader is a header the guard sets or removes.
-func protectedHeader(name string) bool {
-	if isGatehouseHeader(name) || strings.EqualFold(name, "Authorization") || strings.EqualFold(name, "Cookie") ||
-		strings.EqualFold(name, "Http2-Settings") {
-		return true
-	}
+func isGatehouseHeader(name string) bool {
+	return len(name) >= len(HeaderPrefix) && sameHeaderName(name[:len(HeaderPrefix)], "x-gatehouse-")
+}
+
+func isOverrideHeader(name string) bool {
 	for _, o := range overrideHeaders {
-		if strings.EqualFold(name, o) {
+		if sameHeaderName(name, o) {
 			return true
 		}
 	}
 	return false
+}
+
+// protectedHeader is a header the guard sets or removes.
+func protectedHeader(name string) bool {
+	return isGatehouseHeader(name) || isOverrideHeader(name) || sameHeaderName(name, "authorization") ||
+		sameHeaderName(name, "cookie") || sameHeaderName(name, "http2-settings")
 }
 
 // refusal is a request the guard answers 400 before deciding on it.
@@ -139,7 +158,9 @@ func checkAmbiguous(r *http.Request) *refusal {
 		return errAmbiguousMethod
 	}
 	p := r.URL.Path
-	if strings.ContainsAny(p, ";\\") || ambiguousEscape(r.URL.EscapedPath()) {
+	// RawPath is the path as sent whenever its escaping is not the default
+	// one, which an encoded "/" or "\" never is.
+	if strings.ContainsAny(p, ";\\") || ambiguousEscape(r.URL.RawPath) {
 		return errAmbiguousPath
 	}
 	start := 0
@@ -164,7 +185,7 @@ func checkAmbiguous(r *http.Request) *refusal {
 	return nil
 }
 
-// ambiguousEscape reports an encoded "/" or "\" in the path as sent.
+// ambiguousEscape reports an encoded "/" or "\" in a path as sent.
 func ambiguousEscape(escaped string) bool {
 	for i := 0; i+2 < len(escaped); i++ {
 		if escaped[i] != '%' {

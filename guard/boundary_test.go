@@ -108,6 +108,8 @@ func TestSanitizeHeaders(t *testing.T) {
 		"Connection":             {"keep-alive, X-Gatehouse-Assertion, Authorization", "cookie, Upgrade, x-http-method-override, HTTP2-Settings"},
 		"X-Gatehouse-Role":       {"admin"},
 		"X-GATEHOUSE-USER-ID":    {"forged"},
+		"X_gatehouse_role":       {"admin"}, // a WSGI server reads it as X-Gatehouse-Role
+		"X_original_url":         {"/admin"},
 		"X-Original-Url":         {"/admin"},
 		"X-Rewrite-Url":          {"/admin"},
 		"X-Forwarded-Uri":        {"/admin"},

@@ -465,13 +465,15 @@ func BenchmarkDecide(b *testing.B) {
 	backend := with(backendCall("POST", "/v1/chat/completions"), bearer("user", []string{"models:use", "chat:use"}, []string{"llama3*"}))
 	backend.Model = ptr("llama3.1:8b")
 	backend.Request.Headers = map[string]string{"accept": "application/json", "content-type": "application/json", "user-agent": "bench"}
+	// A chat UI's page: no exact route, so every pattern of the table is tried.
+	unrouted := with(backendCall("GET", "/assets/index.js"), session("user", "active"))
 	api := with(apiCall("PUT /api/users/{id}/status"), session("manager", "active"))
 	api.Target = &Target{ID: "t", Role: "user", Status: "active"}
 	api.Change = &Change{Status: "suspended"}
 	for _, bc := range []struct {
 		name string
 		in   *Input
-	}{{"backend", backend}, {"api", api}} {
+	}{{"backend", backend}, {"backend_unrouted", unrouted}, {"api", api}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

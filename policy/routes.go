@@ -61,12 +61,15 @@ type Route struct {
 // RouteTable classifies backend requests. It is built from the policy data
 // once per engine and safe for concurrent use.
 type RouteTable struct {
-	exact    map[string]*Route // "METHOD /path" and "* /path"
-	patterns []patternRoute    // in order of precedence
+	exact    map[routeKey]*Route // "METHOD /path" and "* /path"
+	patterns []patternRoute      // in order of precedence
 }
+
+type routeKey struct{ method, path string }
 
 type patternRoute struct {
 	method string
+	prefix string // the literal start of the pattern, checked before the glob
 	glob   *glob.Pattern
 	route  *Route
 }
@@ -76,14 +79,14 @@ type patternRoute struct {
 // the method, then with "*", then the pattern with the longest path (the same
 // length: a named method before "*", then the key's order).
 func (t *RouteTable) Match(method, folded string) *Route {
-	if r := t.exact[method+" "+folded]; r != nil {
+	if r := t.exact[routeKey{method, folded}]; r != nil {
 		return r
 	}
-	if r := t.exact["* "+folded]; r != nil {
+	if r := t.exact[routeKey{"*", folded}]; r != nil {
 		return r
 	}
 	for _, p := range t.patterns {
-		if (p.method == "*" || p.method == method) && p.glob.Match(folded) {
+		if (p.method == "*" || p.method == method) && strings.HasPrefix(folded, p.prefix) && p.glob.Match(folded) {
 			return p.route
 		}
 	}
@@ -127,7 +130,7 @@ var modelSources = map[string]bool{
 
 // newRouteTable checks and compiles the routes of the policy data.
 func newRouteTable(raw map[string]any) (*RouteTable, error) {
-	t := &RouteTable{exact: map[string]*Route{}}
+	t := &RouteTable{exact: map[routeKey]*Route{}}
 	type ranked struct {
 		p       patternRoute
 		pathLen int
@@ -141,14 +144,15 @@ func newRouteTable(raw map[string]any) (*RouteTable, error) {
 		}
 		method, p, _ := strings.Cut(key, " ")
 		if !strings.Contains(p, "*") {
-			t.exact[key] = r
+			t.exact[routeKey{method, p}] = r
 			continue
 		}
 		g, err := glob.Compile(p, '/')
 		if err != nil {
 			return nil, fmt.Errorf("policy data: route %q: %w", key, err)
 		}
-		patterns = append(patterns, ranked{patternRoute{method, g, r}, utf8.RuneCountInString(p), key})
+		prefix := p[:strings.IndexAny(p, `*?[{\`)]
+		patterns = append(patterns, ranked{patternRoute{method, prefix, g, r}, utf8.RuneCountInString(p), key})
 	}
 	// The Rego rule takes min([-len(path), method == "*", key]) of the matches.
 	slices.SortFunc(patterns, func(a, b ranked) int {

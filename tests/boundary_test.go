@@ -384,10 +384,26 @@ func TestConnectionHeaderCannotDropTheIdentity(t *testing.T) {
 			t.Fatalf("Connection %q: no X-Gatehouse-Token-Id upstream", conn)
 		}
 	}
+	t.Run("forged identity headers never arrive, however spelt", func(t *testing.T) {
+		be.reset()
+		resp := bearer(t, in, "POST", "/v1/chat/completions", tok.llama, `{"model":"llama3"}`,
+			"X-Gatehouse-Role", "admin", "X_Gatehouse_Role", "admin", "x-gatehouse-user-email", "alice@example.com")
+		if resp.StatusCode != http.StatusOK || len(be.all()) != 1 {
+			t.Fatalf("status %d %s", resp.StatusCode, resp.body)
+		}
+		got := be.all()[0].Header
+		if v := got.Values("X-Gatehouse-Role"); len(v) != 1 || v[0] != "user" {
+			t.Errorf("X-Gatehouse-Role upstream = %q, want only user", v)
+		}
+		if v := got.Values("X_gatehouse_role"); len(v) != 0 {
+			t.Errorf("X_Gatehouse_Role reached the backend: %q", v)
+		}
+		expectIdentity(t, in, be.all()[0], bob, "user")
+	})
 	t.Run("override headers are removed", func(t *testing.T) {
 		be.reset()
 		overrides := []string{"X-Original-URL", "/admin", "X-Rewrite-URL", "/admin", "X-Forwarded-Uri", "/admin",
-			"X-HTTP-Method-Override", "DELETE", "X-Method-Override", "DELETE", "X-HTTP-Method", "DELETE"}
+			"X-HTTP-Method-Override", "DELETE", "X-Method-Override", "DELETE", "X-HTTP-Method", "DELETE", "X_Original_URL", "/admin"}
 		resp := bearer(t, in, "POST", "/v1/chat/completions", tok.llama, `{"model":"llama3"}`, overrides...)
 		if resp.StatusCode != http.StatusOK || len(be.all()) != 1 {
 			t.Fatalf("status %d %s", resp.StatusCode, resp.body)

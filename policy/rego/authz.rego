@@ -140,11 +140,16 @@ route_key := k if {
 
 route_pattern_matches contains [0 - count(path), method == "*", k] if {
 	some k, _ in cfg.routes
+	contains(k, "*")
 	[method, path] := split(k, " ")
 	contains(path, "*")
-	method in {"*", input.request.method}
+	route_method_matches(method)
 	glob.match(path, ["/"], input.request.path_folded)
 }
+
+route_method_matches("*")
+
+route_method_matches(method) if method == input.request.method
 
 default route := {}
 
