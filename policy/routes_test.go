@@ -1,15 +1,18 @@
 package policy
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 // regoRouteKey classifies a request with the Rego rules, as the decision does.
-func regoRouteKey(t *testing.T, overlay map[string]any) func(method, path string) string {
+func regoRouteKey(t testing.TB, overlay map[string]any) func(method, path string) string {
 	t.Helper()
 	data, _, err := loadData(overlay)
 	if err != nil {
@@ -19,15 +22,15 @@ func regoRouteKey(t *testing.T, overlay map[string]any) func(method, path string
 		rego.Query("data.gatehouse.authz.route_key"),
 		rego.Module("authz.rego", defaultPolicy),
 		rego.Store(inmem.NewFromObject(data)),
-	).PrepareForEval(t.Context())
+	).PrepareForEval(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return func(method, path string) string {
 		in := &Input{Request: Request{Method: method, Path: path, PathFolded: FoldPath(path)}}
-		rs, err := pq.Eval(t.Context(), rego.EvalParsedInput(in.astValue()))
+		rs, err := pq.Eval(context.Background(), rego.EvalParsedInput(in.astValue()))
 		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
+			panic(fmt.Sprintf("%s %s: %v", method, path, err))
 		}
 		if len(rs) == 0 {
 			return ""
@@ -258,4 +261,31 @@ func TestFoldPath(t *testing.T) {
 			t.Errorf("FoldPath(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzRouteTableAgreesWithPolicy feeds arbitrary methods and paths to both
+// classifications; seeds are in testdata/fuzz/FuzzRouteTableAgreesWithPolicy.
+func FuzzRouteTableAgreesWithPolicy(f *testing.F) {
+	for _, s := range [][2]string{
+		{"POST", "/v1/chat/completions"}, {"GET", "/v1/models/a/b"}, {"DELETE", "/v1/files/x"},
+		{"POST", "/v1/threads/t/runs"}, {"GET", "/API/BLOBS/x"}, {"PATCH", "/"}, {"GET", "/v1/modelſ/x"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	e := newEngine(f, Options{})
+	policyKey := regoRouteKey(f, nil)
+	f.Fuzz(func(t *testing.T, method, path string) {
+		if !utf8.ValidString(method) || !utf8.ValidString(path) {
+			return // the guard sees only valid UTF-8 after percent-decoding it refuses otherwise
+		}
+		method = strings.ToUpper(method)
+		path = "/" + strings.TrimPrefix(path, "/")
+		guardKey := ""
+		if r := e.Routes().Match(method, FoldPath(path)); r != nil {
+			guardKey = r.Key
+		}
+		if got := policyKey(method, path); got != guardKey {
+			t.Fatalf("%s %q: the guard classifies it as %q, the policy as %q", method, path, guardKey, got)
+		}
+	})
 }
