@@ -240,18 +240,13 @@ func (s *sqlStore) RecordLogin(ctx context.Context, info LoginInfo) (User, error
 	now := s.encodeTime(nowOr(info.Now))
 	var u User
 	err := s.inTx(ctx, func(tx db) error {
-		role, status := "user", StatusPending
-		if info.BootstrapAdmin {
-			role, status = "admin", StatusActive
-		}
 		if _, err := tx.exec(ctx, `INSERT INTO users (id, issuer, subject, email, name, role, status, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (issuer, subject) DO NOTHING`,
-			uuid.Must(uuid.NewV7()).String(), info.Issuer, info.Subject, info.Email, info.Name, role, status, now); err != nil {
+			VALUES ($1, $2, $3, $4, $5, 'user', 'pending', $6) ON CONFLICT (issuer, subject) DO NOTHING`,
+			uuid.Must(uuid.NewV7()).String(), info.Issuer, info.Subject, info.Email, info.Name, now); err != nil {
 			return err
 		}
-		if info.BootstrapAdmin {
-			if _, err := tx.exec(ctx, `UPDATE users SET role = 'admin', status = 'active', access_expires_at = NULL
-				WHERE issuer = $1 AND subject = $2 AND status = 'pending'`, info.Issuer, info.Subject); err != nil {
+		if info.BootstrapAdmin && info.Email != "" {
+			if err := s.grantBootstrap(ctx, tx, info, now); err != nil {
 				return err
 			}
 		}
@@ -265,6 +260,28 @@ func (s *sqlStore) RecordLogin(ctx context.Context, info LoginInfo) (User, error
 		return User{}, fmt.Errorf("record login: %w", err)
 	}
 	return u, nil
+}
+
+// grantBootstrap makes the signing-in user an active admin when it is pending
+// and its email has never been granted bootstrap_admin; the grant is recorded
+// in the same transaction, so it happens once per email.
+func (s *sqlStore) grantBootstrap(ctx context.Context, tx db, info LoginInfo, now any) error {
+	var id, status string
+	if err := tx.queryRow(ctx, `SELECT id, status FROM users WHERE issuer = $1 AND subject = $2`,
+		info.Issuer, info.Subject).Scan(&id, &status); err != nil {
+		return err
+	}
+	if status != StatusPending {
+		return nil
+	}
+	n, err := tx.exec(ctx, `INSERT INTO bootstrap_grants (email, issuer, subject, user_id, granted_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING`,
+		strings.ToLower(info.Email), info.Issuer, info.Subject, id, now)
+	if err != nil || n == 0 {
+		return err
+	}
+	_, err = tx.exec(ctx, `UPDATE users SET role = 'admin', status = 'active', access_expires_at = NULL WHERE id = $1`, id)
+	return err
 }
 
 // GetUser returns the user with id.
@@ -382,7 +399,7 @@ func (s *sqlStore) SetUserStatus(ctx context.Context, id, status string, audit A
 		if status == StatusActive {
 			// A status set by hand is permanent; only an approval grants a temporary one.
 			q = `UPDATE users SET status = $1, access_expires_at = NULL WHERE id = $2 RETURNING ` + userColumns
-		} else if _, err := tx.exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, id); err != nil {
+		} else if err := s.endAccess(ctx, tx, id, nowOr(audit.Time), audit.ActorID, "user_"+status); err != nil {
 			return err
 		}
 		u, err = scanUser(tx.queryRow(ctx, q, status, id))
@@ -401,12 +418,17 @@ func (s *sqlStore) SetUserStatus(ctx context.Context, id, status string, audit A
 func (s *sqlStore) ExpireAccess(ctx context.Context, id string, now time.Time) (User, error) {
 	var u User
 	err := s.inTx(ctx, func(tx db) error {
-		if _, err := tx.exec(ctx, `UPDATE users SET status = 'pending', access_expires_at = NULL
+		n, err := tx.exec(ctx, `UPDATE users SET status = 'pending', access_expires_at = NULL
 			WHERE id = $1 AND status = 'active' AND access_expires_at IS NOT NULL AND access_expires_at <= $2`,
-			id, s.encodeTime(now)); err != nil {
+			id, s.encodeTime(now))
+		if err != nil {
 			return err
 		}
-		var err error
+		if n == 1 {
+			if err := s.endAccess(ctx, tx, id, now, "", "access_expired"); err != nil {
+				return err
+			}
+		}
 		u, err = getUser(ctx, tx, id)
 		return err
 	})
@@ -416,11 +438,60 @@ func (s *sqlStore) ExpireAccess(ctx context.Context, id string, now time.Time) (
 	return u, nil
 }
 
+// endAccess ends what a user leaving active held: their sessions, and their
+// API tokens, each revocation audited with the reason.
+func (s *sqlStore) endAccess(ctx context.Context, tx db, userID string, at time.Time, actorID, reason string) error {
+	if _, err := tx.exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, userID); err != nil {
+		return err
+	}
+	_, err := s.revokeTokens(ctx, tx, `user_id = $2`, userID, at, actorID, reason)
+	return err
+}
+
+// revokeTokens revokes the live tokens matching where ($2 is arg) and audits
+// each as token.revoked.
+func (s *sqlStore) revokeTokens(ctx context.Context, tx db, where, arg string, at time.Time, actorID, reason string) (int, error) {
+	type revoked struct{ id, kind, name, userID string }
+	list, err := queryAll(ctx, tx, func(row scanner) (revoked, error) {
+		var r revoked
+		var userID *string
+		err := row.Scan(&r.id, &r.kind, &r.name, &userID)
+		if userID != nil {
+			r.userID = *userID
+		}
+		return r, err
+	}, `UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND `+where+` RETURNING id, kind, name, user_id`,
+		s.encodeTime(at), arg)
+	if err != nil {
+		return 0, fmt.Errorf("revoke tokens: %w", err)
+	}
+	for _, r := range list {
+		if err := s.appendAudit(ctx, tx, AuditEvent{Time: at, Type: "token.revoked", ActorID: actorID, TargetID: r.userID,
+			Detail: map[string]any{"token_id": r.id, "kind": r.kind, "name": r.name, "reason": reason}}); err != nil {
+			return 0, err
+		}
+	}
+	return len(list), nil
+}
+
+// RevokeSystemTokensOf revokes the live system tokens a user created.
+func (s *sqlStore) RevokeSystemTokensOf(ctx context.Context, creatorID string, at time.Time, actorID, reason string) (int, error) {
+	var n int
+	err := s.inTx(ctx, func(tx db) error {
+		var err error
+		n, err = s.revokeTokens(ctx, tx, `kind = 'system' AND created_by = $2`, creatorID, at, actorID, reason)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("revoke system tokens of %s: %w", creatorID, err)
+	}
+	return n, nil
+}
+
 // DeleteUser removes a user with their sessions and access requests and
 // revokes their API tokens as of the audit event's time; the audit trail and
 // the token records stay.
 func (s *sqlStore) DeleteUser(ctx context.Context, id string, audit AuditEvent) error {
-	deletedAt := s.encodeTime(nowOr(audit.Time))
 	err := s.inTx(ctx, func(tx db) error {
 		cur, err := s.lockAdminsAndGetUser(ctx, tx, id)
 		if err != nil {
@@ -441,8 +512,11 @@ func (s *sqlStore) DeleteUser(ctx context.Context, id string, audit AuditEvent) 
 		// Revoking after the user row is deleted matters in PostgreSQL: that
 		// DELETE waits for a CreateToken holding the row FOR SHARE, and this
 		// statement's fresh snapshot then sees the token it committed.
-		if _, err := tx.exec(ctx, `UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL`,
-			deletedAt, id); err != nil {
+		at := nowOr(audit.Time)
+		if _, err := s.revokeTokens(ctx, tx, `user_id = $2`, id, at, audit.ActorID, "user_deleted"); err != nil {
+			return err
+		}
+		if _, err := s.revokeTokens(ctx, tx, `kind = 'system' AND created_by = $2`, id, at, audit.ActorID, "creator_lost_rights"); err != nil {
 			return err
 		}
 		return s.appendAudit(ctx, tx, audit)
@@ -1076,6 +1150,18 @@ func (s *sqlStore) RevokedTokens(ctx context.Context, now time.Time) ([]RevokedT
 		WHERE revoked_at IS NOT NULL AND expires_at > $1 ORDER BY revoked_at, id`, s.encodeTime(now))
 	if err != nil {
 		return nil, fmt.Errorf("revoked tokens: %w", err)
+	}
+	return out, nil
+}
+
+// RevokedTokensSince lists the tokens revoked at or after since that have not
+// expired by now.
+func (s *sqlStore) RevokedTokensSince(ctx context.Context, now, since time.Time) ([]RevokedToken, error) {
+	out, err := queryAll(ctx, s.db, scanRevoked, `SELECT id, expires_at, revoked_at FROM api_tokens
+		WHERE revoked_at IS NOT NULL AND revoked_at >= $1 AND expires_at > $2 ORDER BY revoked_at, id`,
+		s.encodeTime(since), s.encodeTime(now))
+	if err != nil {
+		return nil, fmt.Errorf("revoked tokens since %s: %w", since.Format(time.RFC3339), err)
 	}
 	return out, nil
 }

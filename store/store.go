@@ -55,7 +55,9 @@ type LoginInfo struct {
 	Subject string
 	Email   string
 	Name    string
-	// BootstrapAdmin makes a user that is new, or still pending, an active admin.
+	// BootstrapAdmin makes a user that is new, or still pending, an active
+	// admin, once per email: never again for that email (another subject, the
+	// same one after deletion or demotion).
 	BootstrapAdmin bool
 	Now            time.Time
 }
@@ -216,8 +218,12 @@ type Store interface {
 	ListUsers(ctx context.Context, f UserFilter) (users []User, nextCursor string, err error)
 	// SetUserRole and SetUserStatus refuse with ErrConflict to leave no active admin.
 	SetUserRole(ctx context.Context, id, role string, audit AuditEvent) (User, error)
+	// SetUserStatus to anything but active also ends the user's sessions and
+	// revokes their API tokens, in the same transaction: reactivation revives
+	// nothing.
 	SetUserStatus(ctx context.Context, id, status string, audit AuditEvent) (User, error)
-	// ExpireAccess moves an active user whose grant ended back to pending.
+	// ExpireAccess moves an active user whose grant ended back to pending,
+	// ending their sessions and revoking their tokens like SetUserStatus.
 	ExpireAccess(ctx context.Context, id string, now time.Time) (User, error)
 	DeleteUser(ctx context.Context, id string, audit AuditEvent) error
 
@@ -274,6 +280,12 @@ type TokenStore interface {
 	// RevokedTokens lists revoked tokens that have not expired by now: the
 	// revocation list every instance keeps in memory.
 	RevokedTokens(ctx context.Context, now time.Time) ([]RevokedToken, error)
+	// RevokedTokensSince lists the tokens revoked at or after since that have
+	// not expired by now, for reading the revocation list incrementally.
+	RevokedTokensSince(ctx context.Context, now, since time.Time) ([]RevokedToken, error)
+	// RevokeSystemTokensOf revokes the live system tokens created by a user,
+	// auditing each as token.revoked with the given reason; it returns how many.
+	RevokeSystemTokensOf(ctx context.Context, creatorID string, at time.Time, actorID, reason string) (int, error)
 	// MarkTokensUsed records last-use times in one batch (unknown IDs are ignored).
 	MarkTokensUsed(ctx context.Context, used map[string]time.Time) error
 }

@@ -66,6 +66,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokedTokens", testRevokedTokens},
 		{"MarkTokensUsed", testMarkTokensUsed},
 		{"DeleteUserRevokesTokens", testDeleteUserRevokesTokens},
+		{"LeavingActiveRevokesTokens", testLeavingActiveRevokesTokens},
+		{"RevokedTokensSince", testRevokedTokensSince},
+		{"RevokeSystemTokensOf", testRevokeSystemTokensOf},
 		{"CreateTokenRacesDeleteUser", testCreateTokenRacesDeleteUser},
 		{"TokenTimesAreUTC", testTokenTimesUTC},
 	}
@@ -210,6 +213,22 @@ func testRecordLoginBootstrap(t *testing.T, s store.Store) {
 	if still.Role != "user" || still.Status != store.StatusSuspended {
 		t.Fatalf("suspended bootstrap user = %s/%s, want user/suspended: bootstrap must not undo a suspension", still.Role, still.Status)
 	}
+
+	// Once per email: not for a second subject with the same verified email,
+	// not for the same subject after it was deleted or demoted.
+	other, err := s.RecordLogin(t.Context(), store.LoginInfo{Issuer: "https://other-idp.example", Subject: "sub-2",
+		Email: "ROOT@example.com", BootstrapAdmin: true, Now: t0})
+	noErr(t, "RecordLogin", err)
+	if other.ID == fresh.ID || other.Role != "user" || other.Status != store.StatusPending {
+		t.Fatalf("second subject with a bootstrap email = %s/%s, want a pending user", other.Role, other.Status)
+	}
+	noErr(t, "DeleteUser", s.DeleteUser(t.Context(), fresh.ID, store.AuditEvent{}))
+	again := admin(t, s, "root@example.com")
+	if again.ID == fresh.ID || again.Role != "user" || again.Status != store.StatusPending {
+		t.Fatalf("deleted bootstrap admin signing in again = %s/%s, want a new pending user", again.Role, again.Status)
+	}
+	_, err = s.SetUserRole(t.Context(), promoted.ID, "user", store.AuditEvent{})
+	wantErr(t, "demote the last admin", err, store.ErrConflict)
 }
 
 func testGetUserUnknown(t *testing.T, s store.Store) {

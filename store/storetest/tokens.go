@@ -408,7 +408,7 @@ func testDeleteUserRevokesTokens(t *testing.T, s store.Store) {
 		{"ann-revoked", ptr(at(time.Hour))}, // the first revocation stays
 		{"bob-live", nil},
 		{"root-live", nil},
-		{"sys-by-ann", nil}, // created by, not issued to, the deleted user
+		{"sys-by-ann", ptr(deletedAt)}, // a system token follows its creator (spec §3a)
 	}
 	for _, tc := range tests {
 		if got := getToken(t, s, tc.id).RevokedAt; !reflect.DeepEqual(got, tc.revoked) {
@@ -418,9 +418,13 @@ func testDeleteUserRevokesTokens(t *testing.T, s store.Store) {
 	wantList := []store.RevokedToken{
 		{ID: "ann-live", ExpiresAt: annLive.ExpiresAt, RevokedAt: deletedAt},
 		{ID: "ann-revoked", ExpiresAt: at(time.Second + 30*day), RevokedAt: at(time.Hour)},
+		{ID: "sys-by-ann", ExpiresAt: sys.ExpiresAt, RevokedAt: deletedAt},
 	}
 	if got := revokedList(t, s, at(6*time.Hour)); !reflect.DeepEqual(got, wantList) {
 		t.Fatalf("RevokedTokens after deletion = %+v, want %+v", got, wantList)
+	}
+	if got := revokedReasons(t, s, root.ID); !reflect.DeepEqual(got, map[string]string{"ann-live": "user_deleted", "sys-by-ann": "creator_lost_rights"}) {
+		t.Fatalf("token.revoked audit events = %v", got)
 	}
 	listed, err := s.ListTokens(t.Context(), store.TokenFilter{UserID: ann.ID})
 	noErr(t, "ListTokens", err)
@@ -503,5 +507,116 @@ func testTokenTimesUTC(t *testing.T, s store.Store) {
 		if g.tm.Location() != time.UTC || !g.tm.Equal(g.want) {
 			t.Errorf("%s = %v, want %v in UTC", g.what, g.tm, g.want)
 		}
+	}
+}
+
+// revokedReasons maps token IDs to the reason of their token.revoked audit
+// events by actor.
+func revokedReasons(t *testing.T, s store.Store, actorID string) map[string]string {
+	t.Helper()
+	events, err := s.ListAudit(t.Context(), store.AuditFilter{Type: "token.revoked", Limit: 100})
+	noErr(t, "ListAudit", err)
+	out := map[string]string{}
+	for _, e := range events {
+		if e.ActorID == actorID {
+			out[fmt.Sprint(e.Detail["token_id"])] = fmt.Sprint(e.Detail["reason"])
+		}
+	}
+	return out
+}
+
+// testLeavingActiveRevokesTokens: suspension, denial and an ended grant
+// revoke the user's tokens in the same change; reactivation revives none.
+func testLeavingActiveRevokesTokens(t *testing.T, s store.Store) {
+	root := admin(t, s, "root@example.com")
+	ann := login(t, s, "ann@example.com", false)
+	bob := login(t, s, "bob@example.com", false)
+	for _, u := range []store.User{ann, bob} {
+		_, err := s.SetUserStatus(t.Context(), u.ID, store.StatusActive, store.AuditEvent{})
+		noErr(t, "activate", err)
+	}
+	createToken(t, s, apiToken("ann-1", ann.ID, t0))
+	createToken(t, s, apiToken("ann-2", ann.ID, t0))
+	createToken(t, s, apiToken("bob-1", bob.ID, t0))
+	suspendedAt := at(time.Hour)
+	_, err := s.SetUserStatus(t.Context(), ann.ID, store.StatusSuspended,
+		store.AuditEvent{Type: "user.status_changed", ActorID: root.ID, TargetID: ann.ID, Time: suspendedAt})
+	noErr(t, "suspend", err)
+	_, err = s.SetUserStatus(t.Context(), ann.ID, store.StatusActive, store.AuditEvent{Time: at(2 * time.Hour)})
+	noErr(t, "reactivate", err)
+	for id, want := range map[string]*time.Time{"ann-1": ptr(suspendedAt), "ann-2": ptr(suspendedAt), "bob-1": nil} {
+		if got := getToken(t, s, id).RevokedAt; !reflect.DeepEqual(got, want) {
+			t.Errorf("%s revoked at %v, want %v", id, got, want)
+		}
+	}
+	if got := revokedReasons(t, s, root.ID); !reflect.DeepEqual(got, map[string]string{"ann-1": "user_suspended", "ann-2": "user_suspended"}) {
+		t.Errorf("token.revoked audit events = %v", got)
+	}
+
+	// An ended temporary grant.
+	carl := login(t, s, "carl@example.com", false)
+	r := request(t, s, carl, "user", t0)
+	_, err = s.DecideAccessRequest(t.Context(), store.Decision{RequestID: r.ID, Approve: true, ExpiresAt: ptr(at(time.Hour)), Now: t0})
+	noErr(t, "approve", err)
+	createToken(t, s, apiToken("carl-1", carl.ID, t0))
+	noErr(t, "CreateSession", s.CreateSession(t.Context(), session("c1", carl.ID)))
+	if _, err := s.ExpireAccess(t.Context(), carl.ID, at(30*time.Minute)); err != nil || getToken(t, s, "carl-1").RevokedAt != nil {
+		t.Fatalf("a grant not yet ended revoked the token (%v)", err)
+	}
+	_, err = s.ExpireAccess(t.Context(), carl.ID, at(2*time.Hour))
+	noErr(t, "ExpireAccess", err)
+	if got := getToken(t, s, "carl-1").RevokedAt; !reflect.DeepEqual(got, ptr(at(2*time.Hour))) {
+		t.Errorf("token of an ended grant revoked at %v, want at the expiry check", got)
+	}
+	_, err = s.GetSession(t.Context(), "c1")
+	wantErr(t, "session of an ended grant", err, store.ErrNotFound)
+}
+
+// testRevokedTokensSince reads the revocation list incrementally.
+func testRevokedTokensSince(t *testing.T, s store.Store) {
+	ann := login(t, s, "ann@example.com", false)
+	for i, d := range []time.Duration{time.Hour, 2 * time.Hour, 3 * time.Hour} {
+		id := fmt.Sprintf("t%d", i)
+		createToken(t, s, apiToken(id, ann.ID, t0))
+		revoke(t, s, id, at(d))
+	}
+	expired := apiToken("expired", ann.ID, t0)
+	expired.ExpiresAt = at(90 * time.Minute)
+	createToken(t, s, expired)
+	revoke(t, s, "expired", at(2*time.Hour))
+	list, err := s.RevokedTokensSince(t.Context(), at(100*time.Minute), at(2*time.Hour))
+	noErr(t, "RevokedTokensSince", err)
+	var ids []string
+	for _, r := range list {
+		ids = append(ids, r.ID)
+	}
+	if !reflect.DeepEqual(ids, []string{"t1", "t2"}) {
+		t.Fatalf("revoked since 2h = %v, want [t1 t2] (at or after, unexpired)", ids)
+	}
+}
+
+// testRevokeSystemTokensOf: a creator who loses tokens:system takes their
+// system tokens with them.
+func testRevokeSystemTokensOf(t *testing.T, s store.Store) {
+	root := admin(t, s, "root@example.com")
+	other := admin(t, s, "other@example.com")
+	for _, tc := range []struct{ id, by string }{{"sys-root", root.ID}, {"sys-root-2", root.ID}, {"sys-other", other.ID}} {
+		tok := apiToken(tc.id, "", t0)
+		tok.Kind, tok.CreatedBy = store.TokenSystem, tc.by
+		createToken(t, s, tok)
+	}
+	createToken(t, s, apiToken("personal-root", root.ID, t0))
+	n, err := s.RevokeSystemTokensOf(t.Context(), root.ID, at(time.Hour), other.ID, "creator_lost_rights")
+	noErr(t, "RevokeSystemTokensOf", err)
+	if n != 2 {
+		t.Fatalf("revoked %d, want 2", n)
+	}
+	for id, revoked := range map[string]bool{"sys-root": true, "sys-root-2": true, "sys-other": false, "personal-root": false} {
+		if got := getToken(t, s, id).RevokedAt != nil; got != revoked {
+			t.Errorf("%s revoked = %v, want %v", id, got, revoked)
+		}
+	}
+	if n, err := s.RevokeSystemTokensOf(t.Context(), root.ID, at(2*time.Hour), other.ID, "creator_lost_rights"); err != nil || n != 0 {
+		t.Fatalf("again: %d, %v; want 0", n, err)
 	}
 }
