@@ -4,6 +4,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,7 +100,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
 	a.rt.InvalidateUser(user.ID)
 	// Whatever session this browser had before is ended, so a planted cookie
 	// never becomes a signed-in session (session fixation).
-	if err := a.rt.Sessions.Destroy(ctx, r); err != nil && !errors.Is(err, identity.ErrNoSession) && !errors.Is(err, identity.ErrSessionInvalid) {
+	if err := a.rt.EndSession(ctx, r); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
@@ -135,11 +136,10 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) {
 			return
 		}
 		hint = sub.Session.IDTokenHint
-		if err := a.rt.Sessions.Destroy(ctx, r); err != nil && !errors.Is(err, identity.ErrSessionInvalid) && !errors.Is(err, identity.ErrNoSession) {
+		if err := a.rt.Logout(ctx, r, sub); err != nil {
 			a.writeError(w, r, err)
 			return
 		}
-		a.rt.Audit(ctx, r, core.AuditEvent{Type: "logout", ActorID: sub.User.ID, TargetID: sub.User.ID})
 	}
 	http.SetCookie(w, a.rt.Sessions.ClearCookie())
 	if isFormPost(r) {
@@ -161,7 +161,7 @@ func (a *API) refresh(w http.ResponseWriter, r *http.Request, route string) {
 		return
 	}
 	ctx := r.Context()
-	cookie, sess, err := a.rt.Sessions.Rotate(ctx, r)
+	cookie, sess, err := a.rt.RotateSession(ctx, r)
 	if errors.Is(err, identity.ErrSessionInvalid) || errors.Is(err, identity.ErrNoSession) {
 		writeProblem(w, problem(http.StatusUnauthorized, "invalid_token", "Invalid credentials", "the session is no longer valid"))
 		return
@@ -199,6 +199,10 @@ func (a *API) me(w http.ResponseWriter, r *http.Request, route string) {
 			return
 		}
 		perms = p
+		if sub.Token != nil {
+			// A token has what its scope and the role have in common (spec §3a).
+			perms = slices.DeleteFunc(perms, func(p string) bool { return !slices.Contains(sub.Token.Scope, p) })
+		}
 	}
 	var req any
 	latest, err := a.rt.Store.LatestAccessRequest(ctx, sub.User.ID)

@@ -222,22 +222,30 @@ func (a *API) revokeTokenByID(w http.ResponseWriter, r *http.Request, route, id 
 	if err != nil {
 		return false, err
 	}
+	// A token the caller may not revoke is not shown to exist: 404, as for an
+	// unknown ID.
+	var dec policy.Decision
 	switch {
 	case t.Kind == store.TokenSystem:
-		if _, ok := a.authorize(w, r, route, nil, &policy.Change{TokenKind: store.TokenSystem}); !ok {
-			return false, nil
-		}
+		dec, err = a.rt.Decide(r, core.DecisionRequest{Subject: sub, APIRoute: route, Change: &policy.Change{TokenKind: store.TokenSystem}})
 	case t.UserID != sub.User.ID:
-		u, err := a.rt.Store.GetUser(ctx, t.UserID)
+		u, uerr := a.rt.Store.GetUser(ctx, t.UserID)
 		target := &policy.Target{ID: t.UserID}
-		if err == nil {
+		if uerr == nil {
 			target.Role, target.Status = u.Role, u.Status
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return false, err
+		} else if !errors.Is(uerr, store.ErrNotFound) {
+			return false, uerr
 		}
-		if _, ok := a.authorize(w, r, route, target, nil); !ok {
-			return false, nil
-		}
+		dec, err = a.rt.Decide(r, core.DecisionRequest{Subject: sub, APIRoute: route, Target: target})
+	default:
+		dec.Allow = true
+	}
+	if err != nil {
+		return false, err
+	}
+	if !dec.Allow {
+		a.rt.AuditDenial(r, sub, dec.Code, dec.Reason)
+		return false, notFound("token")
 	}
 	if err := a.rt.RevokeToken(ctx, r, sub, t); err != nil {
 		return false, err

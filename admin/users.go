@@ -120,14 +120,10 @@ func (a *API) setUserRole(w http.ResponseWriter, r *http.Request, route, role st
 	if !ok {
 		return nil, nil
 	}
-	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.role_changed", ActorID: sub.User.ID, TargetID: target.ID,
-		Detail: map[string]any{"from": target.Role, "to": role}})
-	u, err := a.rt.Store.SetUserRole(r.Context(), target.ID, role, audit)
-	a.rt.InvalidateUser(target.ID)
+	u, err := a.rt.SetUserRole(r.Context(), r, sub, *target, role)
 	if err != nil {
 		return nil, userWriteError(err)
 	}
-	a.rt.LogEvent(audit)
 	return &u, nil
 }
 
@@ -164,14 +160,10 @@ func (a *API) setUserStatus(w http.ResponseWriter, r *http.Request, route, statu
 	if !ok {
 		return nil, nil
 	}
-	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.status_changed", ActorID: sub.User.ID, TargetID: target.ID,
-		Detail: map[string]any{"from": target.Status, "to": status, "reason": reason}})
-	u, err := a.rt.Store.SetUserStatus(r.Context(), target.ID, status, audit)
-	a.rt.InvalidateUser(target.ID)
+	u, err := a.rt.SetUserStatus(r.Context(), r, sub, *target, status, reason)
 	if err != nil {
 		return nil, userWriteError(err)
 	}
-	a.rt.LogEvent(audit)
 	return &u, nil
 }
 
@@ -196,14 +188,9 @@ func (a *API) removeUser(w http.ResponseWriter, r *http.Request, route string) (
 	if target.ID == sub.User.ID {
 		return false, conflict("self", "you cannot delete yourself")
 	}
-	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "user.deleted", ActorID: sub.User.ID, TargetID: target.ID,
-		Detail: map[string]any{"email": target.Email, "role": target.Role}})
-	err := a.rt.Store.DeleteUser(r.Context(), target.ID, audit)
-	a.rt.InvalidateUser(target.ID)
-	if err != nil {
+	if err := a.rt.DeleteUser(r.Context(), r, sub, *target); err != nil {
 		return false, userWriteError(err)
 	}
-	a.rt.LogEvent(audit)
 	return true, nil
 }
 

@@ -244,6 +244,9 @@ func (a *App) Validate() error {
 			return fmt.Errorf("gatehouse: redis: %v", err)
 		}
 	}
+	if a.DevIdP != nil && a.OIDC != nil {
+		return errors.New("gatehouse: dev_idp and oidc are both configured: dev_idp would replace the real provider; keep one")
+	}
 	if a.DevIdP == nil {
 		if a.OIDC == nil {
 			return errors.New("gatehouse: oidc is required (or dev_idp for trying Gatehouse out)")

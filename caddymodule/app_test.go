@@ -147,10 +147,6 @@ func TestValidateAccepts(t *testing.T) {
 			a.OIDC = nil
 			a.DevIdP = &DevIdPConfig{Users: []DevUser{{Email: "alice@example.com", Name: "Alice"}}}
 		}},
-		{"dev_idp beside an incomplete oidc", func(a *App) {
-			a.OIDC = &OIDCConfig{}
-			a.DevIdP = &DevIdPConfig{Users: []DevUser{{Email: "alice@example.com"}}}
-		}},
 		{"postgres with a URL and a secret", func(a *App) {
 			a.Store = &StoreConfig{Driver: "postgres", DSN: "postgres://postgres@127.0.0.1:5432/test"}
 			a.Secret = strings.Repeat("x", 32)
@@ -222,7 +218,9 @@ func TestValidateRejects(t *testing.T) {
 		{"missing oidc", func(a *App) { a.OIDC = nil }, "gatehouse: oidc is required (or dev_idp for trying Gatehouse out)"},
 		{"oidc without issuer", func(a *App) { a.OIDC.Issuer = "" }, "gatehouse: oidc: issuer is required"},
 		{"oidc without client_id", func(a *App) { a.OIDC.ClientID = "" }, "gatehouse: oidc: client_id is required"},
-		{"dev_idp without users", func(a *App) { a.DevIdP = &DevIdPConfig{} }, "gatehouse: dev_idp: at least one user is required"},
+		{"dev_idp without users", func(a *App) { a.OIDC, a.DevIdP = nil, &DevIdPConfig{} }, "gatehouse: dev_idp: at least one user is required"},
+		{"dev_idp beside oidc", func(a *App) { a.DevIdP = &DevIdPConfig{Users: []DevUser{{Email: "alice@example.com"}}} },
+			"gatehouse: dev_idp and oidc are both configured"},
 		{"api_prefix without leading slash", func(a *App) { a.APIPrefix = "api" }, `gatehouse: api_prefix "api" must be a path like /api`},
 		{"api_prefix with trailing slash", func(a *App) { a.APIPrefix = "/api/" }, `gatehouse: api_prefix "/api/" must be a path like /api`},
 		{"api_prefix of the root", func(a *App) { a.APIPrefix = "/" }, `gatehouse: api_prefix "/" must be a path like /api`},

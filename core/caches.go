@@ -59,11 +59,14 @@ func (rt *Runtime) forgetUser(id string) {
 	rt.Sessions.ForgetUser(id)
 }
 
-// revocations is the in-memory list of revoked, unexpired token IDs.
+// revocations is the in-memory list of revoked, unexpired token IDs. It only
+// grows, but for entries whose token has expired: a revocation once learned,
+// from this instance, over Redis or from the store, is never forgotten.
 type revocations struct {
 	mu       sync.RWMutex
 	ids      map[string]time.Time // jti → token expiry
-	syncedAt time.Time
+	syncedAt time.Time            // when the last store read that succeeded began
+	fullAt   time.Time            // when the last full read began
 }
 
 func (rv *revocations) revoked(jti string) bool {
@@ -88,26 +91,55 @@ func (rv *revocations) age(now time.Time) time.Duration {
 	return now.Sub(rv.syncedAt)
 }
 
-// syncRevocations reloads the revocation list from the store.
+// Reading the revocation list: the tokens revoked since the last read, less
+// revocationOverlap for transactions that commit late and instance clocks
+// that differ; and all of it every fullRevocationRead.
+const (
+	revocationOverlap  = time.Minute
+	fullRevocationRead = 5 * time.Minute
+)
+
+// syncRevocations merges the store's revocation list into memory.
 func (rt *Runtime) syncRevocations(ctx context.Context) error {
 	now := time.Now()
-	list, err := rt.Store.RevokedTokens(ctx, now)
+	rt.revoked.mu.RLock()
+	since, fullAt := rt.revoked.syncedAt, rt.revoked.fullAt
+	rt.revoked.mu.RUnlock()
+	full := fullAt.IsZero() || now.Sub(fullAt) >= fullRevocationRead
+	var (
+		list []store.RevokedToken
+		err  error
+	)
+	if full {
+		list, err = rt.Store.RevokedTokens(ctx, now)
+	} else {
+		list, err = rt.Store.RevokedTokensSince(ctx, now, since.Add(-revocationOverlap))
+	}
 	if err != nil {
 		return err
 	}
-	ids := make(map[string]time.Time, len(list))
-	for _, r := range list {
-		ids[r.ID] = r.ExpiresAt
-	}
 	rt.revoked.mu.Lock()
-	for id := range ids {
-		if _, known := rt.revoked.ids[id]; !known {
-			rt.tokens.Forget(id)
+	defer rt.revoked.mu.Unlock()
+	if rt.revoked.ids == nil {
+		rt.revoked.ids = make(map[string]time.Time, len(list))
+	}
+	for _, r := range list {
+		if _, known := rt.revoked.ids[r.ID]; !known {
+			rt.tokens.Forget(r.ID)
+			rt.revoked.ids[r.ID] = r.ExpiresAt
 		}
 	}
-	rt.revoked.ids = ids
-	rt.revoked.syncedAt = now
-	rt.revoked.mu.Unlock()
+	if full {
+		for id, exp := range rt.revoked.ids {
+			if !exp.After(now) {
+				delete(rt.revoked.ids, id) // an expired token is refused by its exp alone
+			}
+		}
+		rt.revoked.fullAt = now
+	}
+	if now.After(rt.revoked.syncedAt) {
+		rt.revoked.syncedAt = now
+	}
 	return nil
 }
 

@@ -28,7 +28,7 @@ const (
 
 // fanoutEvent is one change announced to the other instances.
 type fanoutEvent struct {
-	Kind string `json:"kind"` // revoke, user, settings, keys
+	Kind string `json:"kind"` // revoke, revocations, user, session, settings, keys
 	ID   string `json:"id,omitempty"`
 	Exp  int64  `json:"exp,omitempty"` // revoke: the token's expiry (unix seconds)
 	From string `json:"from"`          // the announcing instance, which skips its own events
@@ -113,8 +113,12 @@ func (rt *Runtime) apply(ctx context.Context, ev fanoutEvent) {
 	case "revoke":
 		rt.revoked.add(ev.ID, time.Unix(ev.Exp, 0))
 		rt.tokens.Forget(ev.ID)
+	case "revocations":
+		rt.refreshRevocations(ctx)
 	case "user":
 		rt.forgetUser(ev.ID)
+	case "session":
+		rt.Sessions.Forget(ev.ID)
 	case "settings":
 		if err := rt.loadPolicy(ctx); err != nil {
 			rt.Logger.Error("settings announced over redis do not make a valid policy; keeping the previous one", zap.Error(err))

@@ -297,6 +297,7 @@ func (rt *Runtime) Start() {
 		{rt.pollRevocations, rt.refreshRevocations},
 		{2 * rt.pollRevocations, rt.reloadKeys},
 		{2 * time.Second, rt.checkSettings},
+		{time.Minute, rt.followCreators},
 		{5 * time.Second, rt.writeTokenUsage},
 		{10 * time.Minute, rt.sweepSessions},
 	} {

@@ -81,6 +81,7 @@ func (rt *Runtime) PutSettings(ctx context.Context, s Settings) error {
 	rt.policy.Store(engine)
 	rt.settingsRaw.Store(&raw)
 	rt.announce(fanoutEvent{Kind: "settings"})
+	rt.followCreators(ctx) // a role may have lost tokens:system
 	return nil
 }
 

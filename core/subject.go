@@ -76,8 +76,8 @@ func (rt *Runtime) applyGrantExpiry(ctx context.Context, u store.User) (store.Us
 	if err != nil {
 		return u, fmt.Errorf("%w: expire access: %v", ErrUnavailable, err)
 	}
-	rt.InvalidateUser(u.ID)
 	rt.Audit(ctx, nil, AuditEvent{Type: "access.expired", TargetID: u.ID})
+	rt.userChanged(ctx, &updated, u.ID, "")
 	return updated, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -122,6 +123,10 @@ func ParseLifetime(s string) (time.Duration, error) {
 		n, err := strconv.Atoi(days)
 		if err != nil || n <= 0 {
 			return 0, fmt.Errorf("bad number of days %q", s)
+		}
+		// More days than a Duration holds would wrap around to a short life.
+		if n > int(math.MaxInt64/int64(24*time.Hour)) {
+			return 0, fmt.Errorf("expires_in %q is too large", s)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}

@@ -475,8 +475,11 @@ func TestGuardExpiredTemporaryGrantFallsBackToPending(t *testing.T) {
 		t.Errorf("user after the grant ended is %s with grant end %v, want pending with none", got.Status, got.AccessExpiresAt)
 	}
 
-	// The session survives: the user can still reach the request-access page.
+	// Leaving active ends the sessions (spec §3a): the browser signs in again,
+	// and then lands on the request-access page.
 	w, up = f.serve(newRequest("GET", "/api/version", withCookie(c), browser))
+	checkRefusal(t, w, up, want{status: 303, location: "/api/auth/login?rd=%2Fapi%2Fversion", clearsCookie: true})
+	w, up = f.serve(newRequest("GET", "/api/version", withCookie(f.session(got)), browser))
 	checkRefusal(t, w, up, want{status: 303, location: "/gatehouse/request-access"})
 }
 

@@ -116,6 +116,13 @@ func (s *Sessions) forget(id string) {
 	s.mu.Unlock()
 }
 
+// IDOf returns the store ID of the session r's cookie names (ErrNoSession
+// without one, ErrSessionInvalid for a malformed one).
+func (s *Sessions) IDOf(r *http.Request) (string, error) { return s.idFromCookie(r) }
+
+// Forget drops a session ended on another instance from the cache.
+func (s *Sessions) Forget(id string) { s.forget(id) }
+
 // ForgetUser drops every cached session of a user, so that a suspension or
 // deletion (which deletes the sessions in the store) takes effect at once.
 func (s *Sessions) ForgetUser(userID string) {

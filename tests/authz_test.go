@@ -367,6 +367,9 @@ func TestTemporaryGrantExpires(t *testing.T) {
 	}
 	time.Sleep(time.Until(mustTime(t, expires)) + 300*time.Millisecond)
 	expectProblem(t, bobC.get("/v1/models"), http.StatusForbidden, "access_required")
+	// Leaving active ends the session (spec §3a): bob signs in again and is pending.
+	expectProblem(t, bobC.get("/api/auth/me"), http.StatusUnauthorized, "invalid_token")
+	bobC.signIn(bob, "")
 	if me := bobC.get("/api/auth/me").json(t)["user"].(map[string]any); me["status"] != "pending" {
 		t.Fatalf("after expiry bob is %v, want pending", me["status"])
 	}

@@ -250,15 +250,14 @@ func TestRevocationAndAccountChangesTakeEffectAtOnce(t *testing.T) {
 		t.Fatalf("demoted user's token on the backend: %d", r.StatusCode)
 	}
 
-	// A suspended user's tokens stop at once, and work again on reactivation.
+	// A suspended user's tokens are revoked at once and stay so after
+	// reactivation (spec §3a).
 	btok := createToken(t, bobC, map[string]any{"name": "second", "kind": "personal"})["token"].(string)
 	bobID := bobC.userID()
 	admin.do("PUT", "/api/users/"+bobID+"/status", map[string]any{"status": "suspended"})
-	expectProblem(t, bearer(t, in, "GET", "/anything", btok, nil), http.StatusForbidden, "account_suspended")
+	expectProblem(t, bearer(t, in, "GET", "/anything", btok, nil), http.StatusUnauthorized, "invalid_token")
 	admin.do("PUT", "/api/users/"+bobID+"/status", map[string]any{"status": "active"})
-	if r := bearer(t, in, "GET", "/anything", btok, nil); r.StatusCode != http.StatusOK {
-		t.Fatalf("after reactivation: %d", r.StatusCode)
-	}
+	expectProblem(t, bearer(t, in, "GET", "/anything", btok, nil), http.StatusUnauthorized, "invalid_token")
 
 	// Deleting the user revokes the tokens.
 	if r := admin.do("DELETE", "/api/users/"+bobID, nil); r.StatusCode != http.StatusNoContent {
@@ -362,7 +361,8 @@ func TestTokenCreationRules(t *testing.T) {
 		t.Fatalf("system tokens: %v", got)
 	}
 	// Revocation rights: bob cannot revoke the system token; the manager can revoke bob's.
-	expectProblem(t, bobC.do("DELETE", "/api/tokens/"+sys["id"].(string), nil), http.StatusForbidden, "forbidden")
+	// A token the caller may not revoke answers like an unknown one.
+	expectProblem(t, bobC.do("DELETE", "/api/tokens/"+sys["id"].(string), nil), http.StatusNotFound, "not_found")
 	if r := manager.do("DELETE", "/api/tokens/"+ut["id"].(string), nil); r.StatusCode != http.StatusNoContent {
 		t.Fatalf("manager revokes bob's token: %d %s", r.StatusCode, r.body)
 	}
