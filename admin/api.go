@@ -54,6 +54,8 @@ func NewAPI(rt *core.Runtime) *API {
 		{"GET /api/audit", a.audit},
 		{"GET /api/settings", a.getSettings},
 		{"PUT /api/settings", a.putSettings},
+		{"PUT /api/settings/roles/{name}", a.putRole},
+		{"DELETE /api/settings/roles/{name}", a.deleteRole},
 		{"POST /api/tokens", a.createToken},
 		{"GET /api/tokens", a.listTokens},
 		{"DELETE /api/tokens/{id}", a.deleteToken},
@@ -67,7 +69,7 @@ func NewAPI(rt *core.Runtime) *API {
 	// Paths Gatehouse owns answer 404/405 themselves instead of falling
 	// through to the backend; everything else under the prefix (an Ollama
 	// backend's /api/chat, say) is the backend's.
-	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/health"} {
+	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/health"} {
 		a.mux.HandleFunc(a.apiPath(p), a.unknownRoute)
 	}
 	a.pages.register(a.mux)

@@ -445,12 +445,8 @@ func (p *pages) saveRole(w http.ResponseWriter, r *http.Request) {
 		fail(pr)
 		return
 	}
-	settings, err := p.a.rt.Settings(r.Context())
-	if err == nil {
-		settings.Roles[form.Name] = role
-		err = p.a.saveSettings(r, sub, settings)
-	}
-	if pr := p.outcome(r, rec, err); pr != nil {
+	_, _, err := p.a.rt.PutRole(r.Context(), r, sub, form.Name, role)
+	if pr := p.outcome(r, rec, settingsError(err)); pr != nil {
 		fail(pr)
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/core"
@@ -255,43 +256,103 @@ func (a *API) getSettings(w http.ResponseWriter, r *http.Request, route string) 
 	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
 		return
 	}
-	s, err := a.rt.Settings(r.Context())
+	s, version, err := a.rt.CurrentSettings(r.Context())
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", etag(version))
 	writeJSON(w, http.StatusOK, s)
 }
 
+// putSettings replaces the whole settings document. It needs If-Match with
+// the ETag of the settings it was based on, so two admins saving at once
+// never lose a change: the second gets 412 and reloads.
 func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) {
 	sub, ok := a.authorize(w, r, route, nil, nil)
 	if !ok {
 		return
 	}
-	var in core.Settings
+	ifMatch := r.Header.Get("If-Match")
+	if ifMatch == "" {
+		writeProblem(w, problem(http.StatusPreconditionRequired, "precondition_required", "Precondition required",
+			"send If-Match with the ETag of GET /api/settings, so a concurrent change is not overwritten"))
+		return
+	}
+	var in struct {
+		Roles *map[string]core.RoleSetting `json:"roles"`
+	}
 	if err := decodeJSON(w, r, &in, false); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	if in.Roles == nil {
-		in.Roles = map[string]core.RoleSetting{}
+	if in.Roles == nil || *in.Roles == nil {
+		writeProblem(w, validation(`the body must be an object with "roles" (an object of roles; {} removes every custom role)`))
+		return
 	}
-	if err := a.saveSettings(r, sub, in); err != nil {
+	s := core.Settings{Roles: *in.Roles}
+	version, err := a.rt.ReplaceSettings(r.Context(), r, sub, s, unquoteETag(ifMatch))
+	if err != nil {
+		a.writeError(w, r, settingsError(err))
+		return
+	}
+	w.Header().Set("ETag", etag(version))
+	writeJSON(w, http.StatusOK, s)
+}
+
+// putRole changes one role, keeping every other change made meanwhile.
+func (a *API) putRole(w http.ResponseWriter, r *http.Request, route string) {
+	sub, ok := a.authorize(w, r, route, nil, nil)
+	if !ok {
+		return
+	}
+	var role core.RoleSetting
+	if err := decodeJSON(w, r, &role, false); err != nil {
 		a.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, in)
+	s, version, err := a.rt.PutRole(r.Context(), r, sub, r.PathValue("name"), role)
+	if err != nil {
+		a.writeError(w, r, settingsError(err))
+		return
+	}
+	w.Header().Set("ETag", etag(version))
+	writeJSON(w, http.StatusOK, s)
 }
 
-// saveSettings stores settings an authorized caller sent; settings that do
-// not make a valid policy are a validation problem.
-func (a *API) saveSettings(r *http.Request, sub *core.Subject, in core.Settings) error {
-	if err := a.rt.PutSettings(r.Context(), in); err != nil {
-		if errors.Is(err, core.ErrInvalidSettings) {
-			return validation(err.Error())
-		}
-		return err
+func (a *API) deleteRole(w http.ResponseWriter, r *http.Request, route string) {
+	sub, ok := a.authorize(w, r, route, nil, nil)
+	if !ok {
+		return
 	}
-	a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "settings.changed", ActorID: sub.User.ID})
-	return nil
+	s, version, err := a.rt.DeleteRole(r.Context(), r, sub, r.PathValue("name"))
+	if err != nil {
+		a.writeError(w, r, settingsError(err))
+		return
+	}
+	w.Header().Set("ETag", etag(version))
+	writeJSON(w, http.StatusOK, s)
+}
+
+// settingsError maps the runtime's refusals of a settings change to problems.
+func settingsError(err error) error {
+	switch {
+	case errors.Is(err, core.ErrInvalidSettings):
+		return validation(err.Error())
+	case errors.Is(err, core.ErrSettingsConflict):
+		return problem(http.StatusPreconditionFailed, "settings_conflict", "Settings changed",
+			"the settings changed since they were read; reload them and apply the change again")
+	case errors.Is(err, core.ErrRoleInUse):
+		return conflict("role_in_use", err.Error())
+	case errors.Is(err, core.ErrUnknownRole):
+		return notFound("role")
+	}
+	return err
+}
+
+func etag(version string) string { return `"` + version + `"` }
+
+func unquoteETag(v string) string {
+	v = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), "W/"))
+	return strings.Trim(v, `"`)
 }

@@ -45,14 +45,21 @@ func TestValidateSettings(t *testing.T) {
 		{"models on a built-in role", map[string]RoleSetting{"user": {Models: []string{"llama3*"}}}, ""},
 		{"permissions on a built-in role", map[string]RoleSetting{"user": {Permissions: []string{"config:manage"}}}, `built-in role "user" may only be given models`},
 		{"rank on a built-in role", map[string]RoleSetting{"admin": {Rank: 99}}, `built-in role "admin"`},
-		{"custom role without rank", map[string]RoleSetting{"analyst": {}}, "needs a rank between 1 and 999"},
-		{"rank too high", map[string]RoleSetting{"boss": {Rank: 1000}}, "needs a rank"},
+		{"custom role without rank", map[string]RoleSetting{"analyst": {}}, "needs a positive rank"},
+		{"rank at admin's", map[string]RoleSetting{"boss": {Rank: 30}}, "needs a rank below admin's (30)"},
+		{"rank above admin's", map[string]RoleSetting{"boss": {Rank: 999}}, "needs a rank below admin's (30)"},
+		{"inheriting admin", map[string]RoleSetting{"boss": {Rank: 15, Inherits: []string{"admin"}}}, "cannot inherit admin"},
+		{"inheriting admin at a high rank", map[string]RoleSetting{"boss": {Rank: 29, Inherits: []string{"admin"}}}, "cannot inherit admin"},
+		{"ranked below what it inherits", map[string]RoleSetting{"lead": {Rank: 15, Inherits: []string{"manager"}}}, `needs a rank above "manager"'s (20)`},
+		{"ranked like what it inherits", map[string]RoleSetting{"lead": {Rank: 20, Inherits: []string{"manager"}}}, `needs a rank above "manager"'s (20)`},
+		{"ranked below a custom parent", map[string]RoleSetting{"a": {Rank: 15, Inherits: []string{"user"}}, "b": {Rank: 12, Inherits: []string{"a"}}}, `role "b" needs a rank above "a"'s (15)`},
+		{"a chain of custom roles", map[string]RoleSetting{"a": {Rank: 15, Inherits: []string{"user"}}, "b": {Rank: 18, Inherits: []string{"a"}}}, ""},
 		{"empty name", map[string]RoleSetting{"": {Rank: 5}}, "1 to 64 characters"},
 		{"empty permission", map[string]RoleSetting{"x": {Rank: 5, Permissions: []string{""}}}, "empty or overlong permission"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := validateSettings(Settings{Roles: tc.roles})
+			_, err := (&Runtime{}).buildPolicy(t.Context(), Settings{Roles: tc.roles})
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)

@@ -3,9 +3,15 @@ package core
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/http"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -46,14 +52,175 @@ func (rt *Runtime) Policy() *policy.Engine { return rt.policy.Load() }
 
 // Settings returns the current runtime settings.
 func (rt *Runtime) Settings(ctx context.Context) (Settings, error) {
+	s, _, err := rt.CurrentSettings(ctx)
+	return s, err
+}
+
+// Errors of settings changes.
+var (
+	// ErrSettingsConflict means the settings changed since the version the
+	// caller read (412).
+	ErrSettingsConflict = errors.New("the settings changed since they were read")
+	// ErrRoleInUse means a role that users hold would be deleted (409).
+	ErrRoleInUse = errors.New("role in use")
+	// ErrUnknownRole means a role change names a role the settings do not have (404).
+	ErrUnknownRole = errors.New("unknown role")
+)
+
+// SettingsVersion is the version of a stored settings document, for ETag and
+// If-Match.
+func SettingsVersion(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:12])
+}
+
+// CurrentSettings returns the stored settings and their version.
+func (rt *Runtime) CurrentSettings(ctx context.Context) (Settings, string, error) {
+	raw, err := rt.storedSettings(ctx)
+	if err != nil {
+		return Settings{}, "", err
+	}
+	s, err := parseSettings(raw)
+	return s, SettingsVersion(raw), err
+}
+
+// ReplaceSettings stores s as the whole settings document when the stored
+// one is still at version.
+func (rt *Runtime) ReplaceSettings(ctx context.Context, r *http.Request, actor *Subject, s Settings, version string) (string, error) {
+	_, v, err := rt.changeSettings(ctx, r, actor, version, func(cur *Settings) error {
+		*cur = s
+		return nil
+	})
+	return v, err
+}
+
+// PutRole adds or changes one role of the settings; concurrent changes of
+// other roles are kept.
+func (rt *Runtime) PutRole(ctx context.Context, r *http.Request, actor *Subject, name string, role RoleSetting) (Settings, string, error) {
+	return rt.changeSettings(ctx, r, actor, "", func(cur *Settings) error {
+		cur.Roles[name] = role
+		return nil
+	})
+}
+
+// DeleteRole removes one custom role (or a built-in role's model
+// restriction) from the settings. A role that users hold is ErrRoleInUse.
+func (rt *Runtime) DeleteRole(ctx context.Context, r *http.Request, actor *Subject, name string) (Settings, string, error) {
+	return rt.changeSettings(ctx, r, actor, "", func(cur *Settings) error {
+		if _, ok := cur.Roles[name]; !ok {
+			return fmt.Errorf("%w %q", ErrUnknownRole, name)
+		}
+		delete(cur.Roles, name)
+		return nil
+	})
+}
+
+// changeSettings applies change to the stored settings and stores the result
+// with a compare-and-swap: with a version, only while the settings are still
+// at it (else ErrSettingsConflict); without one, retrying on a concurrent
+// change so that no change is lost. Then this instance switches to the new
+// policy and the others are told.
+func (rt *Runtime) changeSettings(ctx context.Context, r *http.Request, actor *Subject, version string, change func(*Settings) error) (Settings, string, error) {
+	for range 8 {
+		raw, err := rt.storedSettings(ctx)
+		if err != nil {
+			return Settings{}, "", err
+		}
+		if version != "" && SettingsVersion(raw) != version {
+			return Settings{}, "", ErrSettingsConflict
+		}
+		cur, err := parseSettings(raw)
+		if err != nil {
+			return Settings{}, "", err
+		}
+		before := maps.Clone(cur.Roles)
+		if err := change(&cur); err != nil {
+			return Settings{}, "", err
+		}
+		if cur.Roles == nil {
+			cur.Roles = map[string]RoleSetting{}
+		}
+		engine, err := rt.buildPolicy(ctx, cur)
+		if err != nil {
+			return Settings{}, "", err
+		}
+		if err := rt.checkRolesInUse(ctx, before, cur.Roles); err != nil {
+			return Settings{}, "", err
+		}
+		next, err := json.Marshal(cur)
+		if err != nil {
+			return Settings{}, "", err
+		}
+		err = rt.Store.PutSettingIf(ctx, settingsKey, raw, next)
+		if errors.Is(err, store.ErrConflict) {
+			if version != "" {
+				return Settings{}, "", ErrSettingsConflict
+			}
+			continue // another change landed first: apply this one to it
+		}
+		if err != nil {
+			return Settings{}, "", fmt.Errorf("%w: store settings: %v", ErrUnavailable, err)
+		}
+		rt.policy.Store(engine)
+		rt.settingsRaw.Store(&next)
+		rt.announce(fanoutEvent{Kind: "settings"})
+		rt.Audit(ctx, r, AuditEvent{Type: "settings.changed", ActorID: actor.User.ID,
+			Detail: map[string]any{"roles": changedRoles(before, cur.Roles)}})
+		rt.followCreators(ctx) // a role may have lost tokens:system
+		return cur, SettingsVersion(next), nil
+	}
+	return Settings{}, "", fmt.Errorf("%w: the settings kept changing; try again", ErrUnavailable)
+}
+
+// checkRolesInUse refuses to remove a custom role that users still hold.
+func (rt *Runtime) checkRolesInUse(ctx context.Context, before, after map[string]RoleSetting) error {
+	for name := range before {
+		if _, kept := after[name]; kept || builtinRoles[name] {
+			continue
+		}
+		users, _, err := rt.Store.ListUsers(ctx, store.UserFilter{Role: name, Limit: 1})
+		if err != nil {
+			return fmt.Errorf("%w: list users of role %s: %v", ErrUnavailable, name, err)
+		}
+		if len(users) > 0 {
+			return fmt.Errorf("%w: users hold role %q; give them another role first", ErrRoleInUse, name)
+		}
+	}
+	return nil
+}
+
+func changedRoles(before, after map[string]RoleSetting) []string {
+	var names []string
+	for name, r := range after {
+		if b, ok := before[name]; !ok || !reflect.DeepEqual(b, r) {
+			names = append(names, name)
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (rt *Runtime) storedSettings(ctx context.Context) ([]byte, error) {
 	raw, err := rt.Store.GetSetting(ctx, settingsKey)
 	if errors.Is(err, store.ErrNotFound) {
-		return Settings{Roles: map[string]RoleSetting{}}, nil
+		return nil, nil
 	}
 	if err != nil {
-		return Settings{}, fmt.Errorf("%w: read settings: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: read settings: %v", ErrUnavailable, err)
 	}
-	var s Settings
+	return raw, nil
+}
+
+func parseSettings(raw []byte) (Settings, error) {
+	s := Settings{Roles: map[string]RoleSetting{}}
+	if len(raw) == 0 {
+		return s, nil
+	}
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return Settings{}, fmt.Errorf("stored settings are corrupt: %w", err)
 	}
@@ -61,28 +228,6 @@ func (rt *Runtime) Settings(ctx context.Context) (Settings, error) {
 		s.Roles = map[string]RoleSetting{}
 	}
 	return s, nil
-}
-
-// PutSettings validates s by building the policy it implies, stores it, and
-// switches this instance to the new policy. Other instances pick it up at
-// their next settings check.
-func (rt *Runtime) PutSettings(ctx context.Context, s Settings) error {
-	engine, err := rt.buildPolicy(ctx, s)
-	if err != nil {
-		return err
-	}
-	raw, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if err := rt.Store.PutSetting(ctx, settingsKey, raw); err != nil {
-		return fmt.Errorf("%w: store settings: %v", ErrUnavailable, err)
-	}
-	rt.policy.Store(engine)
-	rt.settingsRaw.Store(&raw)
-	rt.announce(fanoutEvent{Kind: "settings"})
-	rt.followCreators(ctx) // a role may have lost tokens:system
-	return nil
 }
 
 // buildPolicy compiles the configured policy with the settings' data overlay.
@@ -120,10 +265,29 @@ func (rt *Runtime) buildPolicy(ctx context.Context, s Settings) (*policy.Engine,
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSettings, err)
 	}
-	for name, r := range s.Roles {
+	ranks := engine.Roles()
+	names := slices.Sorted(maps.Keys(s.Roles))
+	for _, name := range names {
+		r := s.Roles[name]
 		for _, parent := range r.Inherits {
 			if !engine.RoleExists(parent) {
 				return nil, fmt.Errorf("%w: role %q inherits unknown role %q", ErrInvalidSettings, name, parent)
+			}
+		}
+		if builtinRoles[name] {
+			continue
+		}
+		// Ranks order authority: a custom role ranks above what it inherits
+		// and below admin, so it can neither inherit admin nor out-rank it.
+		if r.Rank >= ranks["admin"] {
+			return nil, fmt.Errorf("%w: role %q needs a rank below admin's (%d)", ErrInvalidSettings, name, ranks["admin"])
+		}
+		for _, parent := range r.Inherits {
+			if parent == "admin" {
+				return nil, fmt.Errorf("%w: role %q cannot inherit admin", ErrInvalidSettings, name)
+			}
+			if r.Rank <= ranks[parent] {
+				return nil, fmt.Errorf("%w: role %q needs a rank above %q's (%d)", ErrInvalidSettings, name, parent, ranks[parent])
 			}
 		}
 	}
@@ -143,8 +307,8 @@ func validateSettings(s Settings) error {
 			return fmt.Errorf("%w: role names must have 1 to 64 characters", ErrInvalidSettings)
 		case builtinRoles[name] && (r.Rank != 0 || r.Inherits != nil || r.Permissions != nil):
 			return fmt.Errorf("%w: built-in role %q may only be given models", ErrInvalidSettings, name)
-		case !builtinRoles[name] && (r.Rank <= 0 || r.Rank >= 1000):
-			return fmt.Errorf("%w: role %q needs a rank between 1 and 999 (user 10, manager 20, admin 30)", ErrInvalidSettings, name)
+		case !builtinRoles[name] && r.Rank <= 0:
+			return fmt.Errorf("%w: role %q needs a positive rank (user 10, manager 20, admin 30)", ErrInvalidSettings, name)
 		}
 		for _, p := range r.Permissions {
 			if p == "" || len(p) > 100 {

@@ -954,6 +954,31 @@ func (s *sqlStore) GetSetting(ctx context.Context, key string) ([]byte, error) {
 }
 
 // PutSetting stores value under key, replacing any previous one.
+// PutSettingIf replaces key's value only while it still is expected (nil:
+// the key is absent); otherwise ErrConflict. One statement, so concurrent
+// writers from any instance cannot both win.
+func (s *sqlStore) PutSettingIf(ctx context.Context, key string, expected, value []byte) error {
+	if value == nil {
+		value = []byte{}
+	}
+	var (
+		n   int64
+		err error
+	)
+	if expected == nil {
+		n, err = s.db.exec(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, value)
+	} else {
+		n, err = s.db.exec(ctx, `UPDATE settings SET value = $1 WHERE key = $2 AND value = $3`, value, key, expected)
+	}
+	if err != nil {
+		return fmt.Errorf("put setting %s: %w", key, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("put setting %s: changed meanwhile: %w", key, ErrConflict)
+	}
+	return nil
+}
+
 func (s *sqlStore) PutSetting(ctx context.Context, key string, value []byte) error {
 	if value == nil {
 		value = []byte{}

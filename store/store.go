@@ -262,6 +262,9 @@ type Store interface {
 
 	GetSetting(ctx context.Context, key string) ([]byte, error)
 	PutSetting(ctx context.Context, key string, value []byte) error
+	// PutSettingIf replaces the value only while it still is expected (nil:
+	// absent), else ErrConflict: of concurrent writers exactly one wins.
+	PutSettingIf(ctx context.Context, key string, expected, value []byte) error
 
 	TokenStore
 }

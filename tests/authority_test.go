@@ -3,8 +3,10 @@ package tests
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gatehouse/gatehouse/store"
@@ -173,4 +175,127 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// putSettings replaces the settings document with If-Match of its current ETag.
+func putSettings(c *client, body any) *response {
+	c.t.Helper()
+	etag := c.get("/api/settings").Header.Get("ETag")
+	if etag == "" {
+		c.t.Fatal("GET /api/settings answered no ETag")
+	}
+	return c.do("PUT", "/api/settings", body, "If-Match", etag)
+}
+
+// TestRoleRanksHold: a custom role can neither inherit admin nor out-rank it,
+// and a manager cannot grant a role with permissions the manager lacks
+// (item 1 of issue 8).
+func TestRoleRanksHold(t *testing.T) {
+	in := startInstance(t, instanceConfig{})
+	admin := in.newClient()
+	admin.signIn(alice, "")
+	for _, tc := range []struct {
+		name string
+		role map[string]any
+		want string
+	}{
+		{"inherits admin", map[string]any{"rank": 15, "inherits": []string{"admin"}}, "cannot inherit admin"},
+		{"out-ranks admin", map[string]any{"rank": 999, "inherits": []string{"user"}}, "below admin's"},
+		{"ranks below what it inherits", map[string]any{"rank": 15, "inherits": []string{"manager"}}, `above \"manager\"'s`},
+	} {
+		r := admin.do("PUT", "/api/settings/roles/boss", tc.role)
+		expectProblem(t, r, http.StatusBadRequest, "validation_failed")
+		if !strings.Contains(r.text(), tc.want) {
+			t.Errorf("%s: %s, want a reason naming %s", tc.name, r.body, tc.want)
+		}
+	}
+	if r := admin.do("PUT", "/api/settings/roles/ops", map[string]any{"rank": 15, "inherits": []string{"user"}, "permissions": []string{"config:manage"}}); r.StatusCode != http.StatusOK {
+		t.Fatalf("add ops: %d %s", r.StatusCode, r.body)
+	}
+	frankC := clientWithRole(t, in, frank, "manager")
+	erinC := in.newClient()
+	erinC.signIn(erin, "")
+	req := erinC.do("POST", "/api/auth/request-access", map[string]any{"purpose": "ops work"}).json(t)
+	// ops ranks below manager but gives config:manage, which managers lack.
+	expectProblem(t, frankC.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "ops"}), http.StatusForbidden, "forbidden")
+	expectProblem(t, frankC.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "manager"}), http.StatusForbidden, "forbidden")
+	if r := frankC.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "user"}); r.StatusCode != http.StatusOK {
+		t.Fatalf("manager approves as user: %d %s", r.StatusCode, r.body)
+	}
+}
+
+// TestSettingsNeverLoseAChange: the settings document is replaced only with
+// If-Match of its current version; per-role changes from two admins at once
+// both land; a role users hold cannot be deleted; a user whose role is gone
+// can still be managed (item 2 of issue 8).
+func TestSettingsNeverLoseAChange(t *testing.T) {
+	in := startInstance(t, instanceConfig{})
+	alic := in.newClient()
+	alic.signIn(alice, "")
+	frankC := clientWithRole(t, in, frank, "admin")
+
+	for _, body := range []string{`null`, `{}`, `{"roles":null}`, `[]`} {
+		r := alic.do("PUT", "/api/settings", body, "If-Match", alic.get("/api/settings").Header.Get("ETag"))
+		if r.StatusCode != http.StatusBadRequest {
+			t.Errorf("PUT %s: %d %s, want 400", body, r.StatusCode, r.body)
+		}
+	}
+	expectProblem(t, alic.do("PUT", "/api/settings", `{"roles":{}}`), http.StatusPreconditionRequired, "precondition_required")
+	stale := alic.get("/api/settings").Header.Get("ETag")
+	if r := putSettings(frankC, map[string]any{"roles": map[string]any{"user": map[string]any{"models": []string{"llama3*"}}}}); r.StatusCode != http.StatusOK {
+		t.Fatalf("frank's save: %d %s", r.StatusCode, r.body)
+	}
+	expectProblem(t, alic.do("PUT", "/api/settings", `{"roles":{}}`, "If-Match", stale), http.StatusPreconditionFailed, "settings_conflict")
+	if got := mustJSON(t, alic.get("/api/settings").json(t)["roles"]); got != `{"user":{"models":["llama3*"]}}` {
+		t.Fatalf("a refused save changed the settings: %s", got)
+	}
+
+	// Two admins saving different roles at the same moment, ten times over.
+	for round := range 10 {
+		var wg sync.WaitGroup
+		for _, c := range []struct {
+			cl   *client
+			name string
+		}{{alic, fmt.Sprintf("a%d", round)}, {frankC, fmt.Sprintf("f%d", round)}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r := c.cl.do("PUT", "/api/settings/roles/"+c.name, map[string]any{"rank": 12, "inherits": []string{"user"}}); r.StatusCode != http.StatusOK {
+					t.Errorf("save %s: %d %s", c.name, r.StatusCode, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	roles := alic.get("/api/settings").json(t)["roles"].(map[string]any)
+	for round := range 10 {
+		for _, name := range []string{fmt.Sprintf("a%d", round), fmt.Sprintf("f%d", round)} {
+			if roles[name] == nil {
+				t.Errorf("role %s was lost", name)
+			}
+		}
+	}
+
+	// A role users hold stays until they are given another.
+	bobC := clientWithRole(t, in, bob, "a0")
+	bobID := bobC.userID()
+	expectProblem(t, alic.do("DELETE", "/api/settings/roles/a0", nil), http.StatusConflict, "role_in_use")
+	if r := alic.do("PUT", "/api/users/"+bobID+"/role", map[string]any{"role": "user"}); r.StatusCode != http.StatusOK {
+		t.Fatalf("move bob: %d %s", r.StatusCode, r.body)
+	}
+	if r := alic.do("DELETE", "/api/settings/roles/a0", nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("delete a0: %d %s", r.StatusCode, r.body)
+	}
+
+	// A user left with a role that no longer exists ranks lowest: a manager
+	// can still suspend them.
+	withStore(t, in, func(st store.Store) {
+		if _, err := st.SetUserRole(context.Background(), bobID, "ghost", store.AuditEvent{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	graceC := clientWithRole(t, in, grace, "manager")
+	if r := graceC.do("PUT", "/api/users/"+bobID+"/status", map[string]any{"status": "suspended"}); r.StatusCode != http.StatusOK {
+		t.Fatalf("a manager suspends a user whose role is gone: %d %s", r.StatusCode, r.body)
+	}
 }

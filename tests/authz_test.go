@@ -84,7 +84,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/users/" + targetID + "/activity", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, "200", "200"}},
 		{"GET", "/api/audit", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},
 		{"GET", "/api/settings", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},
-		{"PUT", "/api/settings", `{"roles":{}}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},
+		{"PUT", "/api/settings", `{"roles":{}}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "428 precondition_required"}},
+		{"PUT", "/api/settings/roles/x", `{"rank":"x"}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "400 invalid_json"}},
+		{"DELETE", "/api/settings/roles/ghost", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "404 not_found"}},
 		{"GET", "/v1/models", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, "200", "200", "200"}},
 		{"POST", "/v1/chat/completions", `{"model":"llama3","messages":[]}`, nil, [7]string{unauth, pendingR, deniedR, suspended, "200", "200", "200"}},
 		{"POST", "/api/chat", `{"model":"llama3"}`, nil, [7]string{unauth, pendingR, deniedR, suspended, "200", "200", "200"}},
@@ -140,10 +142,11 @@ func TestUserManagementGuardrails(t *testing.T) {
 		pending.signIn(dave, "")
 		req := pending.do("POST", "/api/auth/request-access", map[string]any{"purpose": "wants admin", "requested_role": "admin"}).json(t)
 		expectProblem(t, manager.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "admin"}), http.StatusForbidden, "forbidden")
-		// Up to its own role is fine.
-		ok := manager.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "manager"})
-		if ok.StatusCode != http.StatusOK || ok.json(t)["role"] != "manager" {
-			t.Fatalf("manager approving as manager: %d %s", ok.StatusCode, ok.body)
+		// Nor its own (spec §3a: only roles ranked below the caller's).
+		expectProblem(t, manager.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "manager"}), http.StatusForbidden, "forbidden")
+		ok := manager.do("PUT", "/api/access/"+req["id"].(string)+"/approve", map[string]any{"role": "user"})
+		if ok.StatusCode != http.StatusOK || ok.json(t)["role"] != "user" {
+			t.Fatalf("manager approving as user: %d %s", ok.StatusCode, ok.body)
 		}
 	})
 	t.Run("a manager acts only on users below it", func(t *testing.T) {
@@ -319,7 +322,7 @@ func TestCustomPermissionSetWithoutRestart(t *testing.T) {
 	settings := map[string]any{"roles": map[string]any{
 		"analyst": map[string]any{"rank": 15, "inherits": []string{"user"}, "permissions": []string{"usage:view"}},
 	}}
-	if r := admin.do("PUT", "/api/settings", settings); r.StatusCode != http.StatusOK {
+	if r := putSettings(admin, settings); r.StatusCode != http.StatusOK {
 		t.Fatalf("put settings: %d %s", r.StatusCode, r.body)
 	}
 	got := admin.get("/api/settings").json(t)
@@ -336,9 +339,9 @@ func TestCustomPermissionSetWithoutRestart(t *testing.T) {
 		t.Fatalf("analyst on the backend: %d", r.StatusCode)
 	}
 	// Invalid sets are refused and change nothing.
-	expectProblem(t, admin.do("PUT", "/api/settings", map[string]any{"roles": map[string]any{"x": map[string]any{"rank": 5, "inherits": []string{"ghost"}}}}), http.StatusBadRequest, "validation_failed")
-	expectProblem(t, admin.do("PUT", "/api/settings", map[string]any{"roles": map[string]any{"user": map[string]any{"permissions": []string{"config:manage"}}}}), http.StatusBadRequest, "validation_failed")
-	expectProblem(t, admin.do("PUT", "/api/settings", `{"roles":{"x":{"rank":"high"}}}`), http.StatusBadRequest, "invalid_json")
+	expectProblem(t, putSettings(admin, map[string]any{"roles": map[string]any{"x": map[string]any{"rank": 5, "inherits": []string{"ghost"}}}}), http.StatusBadRequest, "validation_failed")
+	expectProblem(t, putSettings(admin, map[string]any{"roles": map[string]any{"user": map[string]any{"permissions": []string{"config:manage"}}}}), http.StatusBadRequest, "validation_failed")
+	expectProblem(t, putSettings(admin, `{"roles":{"x":{"rank":"high"}}}`), http.StatusBadRequest, "invalid_json")
 	if r := analyst.get("/api/auth/me").json(t)["user"].(map[string]any); !strings.Contains(fmt.Sprint(r["permissions"]), "usage:view") {
 		t.Fatalf("a refused change altered the policy: %v", r)
 	}

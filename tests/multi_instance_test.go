@@ -145,7 +145,7 @@ func TestInstancesShareStateOverPostgres(t *testing.T) {
 	})
 	t.Run("settings changed on A apply on B", func(t *testing.T) {
 		settings := map[string]any{"roles": map[string]any{"analyst": map[string]any{"rank": 15, "inherits": []string{"user"}, "permissions": []string{"usage:view"}}}}
-		if r := adminA.do("PUT", "/api/settings", settings); r.StatusCode != http.StatusOK {
+		if r := putSettings(adminA, settings); r.StatusCode != http.StatusOK {
 			t.Fatalf("settings: %d", r.StatusCode)
 		}
 		adminB := b.newClient()

@@ -438,7 +438,7 @@ func TestModelRestrictions(t *testing.T) {
 	t.Run("role model restrictions from settings apply to sessions", func(t *testing.T) {
 		admin := in.newClient()
 		admin.signIn(alice, "")
-		if r := admin.do("PUT", "/api/settings", map[string]any{"roles": map[string]any{"user": map[string]any{"models": []string{"mistral", "gpt-*"}}}}); r.StatusCode != http.StatusOK {
+		if r := putSettings(admin, map[string]any{"roles": map[string]any{"user": map[string]any{"models": []string{"mistral", "gpt-*"}}}}); r.StatusCode != http.StatusOK {
 			t.Fatalf("settings: %d %s", r.StatusCode, r.body)
 		}
 		if got := listedModels(t, bobC.get("/v1/models")); got != "mistral,gpt-4o" {

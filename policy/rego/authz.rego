@@ -163,10 +163,11 @@ target_required := {p | some p in cfg.target_permissions[api_route]}
 
 # --- spec §3: acting on users and granting roles -------------------------
 
-# A user without a role yet (a pending requester) ranks below everyone.
-target_rank := 0 if {
-	object.get(input.target, "role", "") == ""
-} else := rank(input.target.role)
+# A user without a role yet (a pending requester), or whose role no longer
+# exists, ranks below everyone: reviewers can still manage them.
+target_rank := rank(input.target.role) if {
+	object.get(input.target, "role", "") != ""
+} else := 0
 
 may_act_on_target if target_rank < rank(role)
 
@@ -175,7 +176,18 @@ may_act_on_target if {
 	target_rank <= rank(role)
 }
 
-may_grant_role if rank(input.change.role) <= rank(role)
+# A role is granted only by a caller ranked above it who holds every
+# permission it gives. A role that acts on its peers (admin) defines the roles
+# and grants any up to its own rank, custom permissions included.
+may_grant_role if {
+	rank(input.change.role) < rank(role)
+	count(role_permissions(input.change.role) - permissions) == 0
+}
+
+may_grant_role if {
+	cfg.roles[role].acts_on_peers
+	rank(input.change.role) <= rank(role)
+}
 
 # A helper rule, not an inline `not x in y`: when x is undefined, `not x in y`
 # is undefined rather than true, and an unknown token kind would pass.

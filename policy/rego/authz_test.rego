@@ -168,14 +168,23 @@ test_target_without_role_ranks_lowest if {
 	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), {"id": "t", "role": "", "status": "pending"}, {"role": "user"})) == allowed
 }
 
-test_target_with_unknown_role_is_forbidden if {
-	outcome(on("GET /api/users/{id}", person("admin", "active"), tgt("ghost"), null)) == deny("forbidden")
+test_target_with_a_deleted_role_ranks_lowest if {
+	# Reviewers can still manage a user whose role was removed (spec §3a).
+	outcome(on("GET /api/users/{id}", person("admin", "active"), tgt("ghost"), null)) == allowed
+	outcome(on("PUT /api/users/{id}/status", person("manager", "active"), tgt("ghost"), {"status": "suspended"})) == allowed
 }
 
 test_nobody_grants_a_role_above_their_own if {
-	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "manager"})) == allowed
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "user"})) == allowed
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "manager"})) == deny("forbidden")
 	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "admin"})) == deny("forbidden")
 	outcome(on("PUT /api/users/{id}/role", person("admin", "active"), tgt("user"), {"role": "admin"})) == allowed
+}
+
+test_a_granted_role_gives_only_what_the_caller_holds if {
+	roles := object.union(data.gatehouse.config.roles, {"ops": {"rank": 15, "inherits": ["user"], "permissions": ["config:manage"]}})
+	outcome(on("PUT /api/access/{id}/approve", person("manager", "active"), tgt("user"), {"role": "ops"})) == deny("forbidden") with data.gatehouse.config.roles as roles
+	outcome(on("PUT /api/access/{id}/approve", person("admin", "active"), tgt("user"), {"role": "ops"})) == allowed with data.gatehouse.config.roles as roles
 }
 
 test_unknown_role_cannot_be_granted if {

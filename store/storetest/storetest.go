@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outbox", testOutbox},
 		{"SigningKeys", testSigningKeys},
 		{"Settings", testSettings},
+		{"SettingsCompareAndSwap", testSettingsCompareAndSwap},
 		{"TimesAreUTC", testTimesUTC},
 		{"CreateToken", testCreateToken},
 		{"ListTokens", testListTokens},
@@ -1055,6 +1056,41 @@ func testSettings(t *testing.T, s store.Store) {
 	noErr(t, "GetSetting", err)
 	if string(got) != `{"open":false}` {
 		t.Fatalf("GetSetting after writing another key = %s", got)
+	}
+}
+
+// testSettingsCompareAndSwap: a write based on a stale value is refused, and
+// of concurrent writers from the same version exactly one wins.
+func testSettingsCompareAndSwap(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	noErr(t, "create", s.PutSettingIf(ctx, "settings", nil, []byte(`{"v":1}`)))
+	wantErr(t, "create again", s.PutSettingIf(ctx, "settings", nil, []byte(`{"v":9}`)), store.ErrConflict)
+	noErr(t, "replace v1", s.PutSettingIf(ctx, "settings", []byte(`{"v":1}`), []byte(`{"v":2}`)))
+	wantErr(t, "replace stale v1", s.PutSettingIf(ctx, "settings", []byte(`{"v":1}`), []byte(`{"v":3}`)), store.ErrConflict)
+	var wg sync.WaitGroup
+	wins := make(chan string, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v := fmt.Sprintf(`{"v":"w%d"}`, i)
+			if err := s.PutSettingIf(ctx, "settings", []byte(`{"v":2}`), []byte(v)); err == nil {
+				wins <- v
+			} else if !errors.Is(err, store.ErrConflict) {
+				t.Errorf("concurrent write: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	var won []string
+	for v := range wins {
+		won = append(won, v)
+	}
+	got, err := s.GetSetting(ctx, "settings")
+	noErr(t, "GetSetting", err)
+	if len(won) != 1 || string(got) != won[0] {
+		t.Fatalf("concurrent writers that won: %v, stored %s; want exactly one, stored", won, got)
 	}
 }
 
