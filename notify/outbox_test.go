@@ -16,6 +16,7 @@ import (
 type testOutbox interface {
 	Outbox
 	EnqueueOutbox(ctx context.Context, msgs ...store.OutboxMessage) error
+	DueOutbox(ctx context.Context, now time.Time, limit int) ([]store.OutboxMessage, error)
 }
 
 // newTestOutbox returns an empty outbox: a real SQLite store in a temp dir.
@@ -23,7 +24,7 @@ func newTestOutbox(t *testing.T) testOutbox { return storetest.OpenSQLite(t) }
 
 // undelivered reads every undelivered message through the Outbox interface,
 // keyed by id.
-func undelivered(t *testing.T, o Outbox) map[string]store.OutboxMessage {
+func undelivered(t *testing.T, o testOutbox) map[string]store.OutboxMessage {
 	t.Helper()
 	msgs, err := o.DueOutbox(context.Background(), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 10000)
 	if err != nil {

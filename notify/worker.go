@@ -17,7 +17,7 @@ import (
 
 // Outbox is the part of store.Store the worker needs.
 type Outbox interface {
-	DueOutbox(ctx context.Context, now time.Time, limit int) ([]store.OutboxMessage, error)
+	ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.OutboxMessage, error)
 	MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error
 	MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error
 }
@@ -34,13 +34,18 @@ const (
 	parallelDeliveries = 4
 	// markTimeout bounds recording a delivery that completed during shutdown.
 	markTimeout = 5 * time.Second
+	// claimLease is how long a pass holds the messages it claimed: longer than
+	// the pass can take (every attempt of the batch timing out, in turn), so a
+	// message goes to one instance at a time; after a crash another instance
+	// takes it over once the lease lapses.
+	claimLease = (BatchSize/parallelDeliveries+1)*attemptTimeout + 2*markTimeout
 	// maxErrorLen keeps a chatty SMTP reply from bloating the outbox row.
 	maxErrorLen = 1000
 )
 
 // Worker delivers due outbox messages. It holds no store lock or transaction
-// while it talks to receivers: a pass reads a batch, delivers it, then records
-// each outcome.
+// while it talks to receivers: a pass claims a batch, delivers it, then records
+// each outcome. Workers of several instances share one outbox.
 type Worker struct {
 	cfg          Config
 	outbox       Outbox
@@ -165,7 +170,7 @@ func (w *Worker) DeliverDue(ctx context.Context) (delivered, failed int, err err
 	w.pass.Lock()
 	defer w.pass.Unlock()
 
-	msgs, err := w.outbox.DueOutbox(ctx, w.now(), BatchSize)
+	msgs, err := w.outbox.ClaimOutbox(ctx, w.now(), BatchSize, claimLease)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read due notifications: %w", err)
 	}

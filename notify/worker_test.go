@@ -108,7 +108,7 @@ type brokenOutbox struct{ testOutbox }
 
 var errDatabaseLocked = errors.New("database is locked")
 
-func (brokenOutbox) DueOutbox(context.Context, time.Time, int) ([]store.OutboxMessage, error) {
+func (brokenOutbox) ClaimOutbox(context.Context, time.Time, int, time.Duration) ([]store.OutboxMessage, error) {
 	return nil, errDatabaseLocked
 }
 
@@ -119,14 +119,14 @@ func TestPassReportsAStoreFailure(t *testing.T) {
 	}
 }
 
-// passSignal reports every DueOutbox call, i.e. the start of every pass.
+// passSignal reports every ClaimOutbox call, i.e. the start of every pass.
 type passSignal struct {
 	testOutbox
 	passes chan struct{}
 }
 
-func (o passSignal) DueOutbox(ctx context.Context, now time.Time, limit int) ([]store.OutboxMessage, error) {
-	msgs, err := o.testOutbox.DueOutbox(ctx, now, limit)
+func (o passSignal) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]store.OutboxMessage, error) {
+	msgs, err := o.testOutbox.ClaimOutbox(ctx, now, limit, lease)
 	select {
 	case o.passes <- struct{}{}:
 	default:

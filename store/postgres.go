@@ -71,6 +71,8 @@ func (postgresDialect) lockAdmins(ctx context.Context, tx db) error {
 	return err
 }
 
+func (postgresDialect) skipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+
 func (postgresDialect) forShare() string { return " FOR SHARE" }
 
 func (d postgresDialect) ping(ctx context.Context) error {

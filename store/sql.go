@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"embed"
@@ -60,6 +61,9 @@ type dialect interface {
 	// forShare ends a SELECT whose rows must not be deleted by another
 	// transaction before tx ends.
 	forShare() string
+	// skipLocked ends a SELECT of rows to claim: rows another transaction is
+	// claiming are passed over instead of waited for.
+	skipLocked() string
 	ping(ctx context.Context) error
 	close() error
 }
@@ -886,9 +890,28 @@ func (s *sqlStore) DueOutbox(ctx context.Context, now time.Time, limit int) ([]O
 	return out, nil
 }
 
+// ClaimOutbox claims up to limit due messages that no live claim holds, for
+// lease, oldest first: concurrent passes on several instances never get the
+// same message, and a claim left by a crashed instance lapses.
+func (s *sqlStore) ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]OutboxMessage, error) {
+	out, err := queryAll(ctx, s.db, scanOutbox, `UPDATE outbox SET claimed_until = $2 WHERE id IN (
+			SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1
+				AND (claimed_until IS NULL OR claimed_until <= $1)
+			ORDER BY created_at, id LIMIT $3`+s.skipLocked()+`)
+		RETURNING id, channel, payload, attempts, next_attempt_at, created_at, delivered_at, last_error`,
+		s.encodeTime(now), s.encodeTime(now.Add(lease)), pageLimit(limit, 50, 1000))
+	if err != nil {
+		return nil, fmt.Errorf("claim outbox: %w", err)
+	}
+	slices.SortFunc(out, func(a, b OutboxMessage) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
 // MarkOutboxDelivered takes a message out of the queue.
 func (s *sqlStore) MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error {
-	if err := affectedOne(s.db.exec(ctx, `UPDATE outbox SET delivered_at = $1 WHERE id = $2`, s.encodeTime(at), id)); err != nil {
+	if err := affectedOne(s.db.exec(ctx, `UPDATE outbox SET delivered_at = $1, claimed_until = NULL WHERE id = $2`, s.encodeTime(at), id)); err != nil {
 		return fmt.Errorf("mark outbox message %s delivered: %w", id, err)
 	}
 	return nil
@@ -896,8 +919,8 @@ func (s *sqlStore) MarkOutboxDelivered(ctx context.Context, id string, at time.T
 
 // MarkOutboxFailed counts a failed attempt and schedules the next.
 func (s *sqlStore) MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error {
-	if err := affectedOne(s.db.exec(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2
-		WHERE id = $3`, s.encodeTime(next), lastErr, id)); err != nil {
+	if err := affectedOne(s.db.exec(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2,
+		claimed_until = NULL WHERE id = $3`, s.encodeTime(next), lastErr, id)); err != nil {
 		return fmt.Errorf("mark outbox message %s failed: %w", id, err)
 	}
 	return nil

@@ -84,6 +84,8 @@ func (d sqliteDialect) inTx(ctx context.Context, fn func(tx db) error) error {
 
 func (sqliteDialect) lockAdmins(context.Context, db) error { return nil }
 
+func (sqliteDialect) skipLocked() string { return "" }
+
 func (sqliteDialect) forShare() string { return "" }
 
 func (d sqliteDialect) ping(ctx context.Context) error {

@@ -252,6 +252,10 @@ type Store interface {
 	EnqueueOutbox(ctx context.Context, msgs ...OutboxMessage) error
 	// DueOutbox returns undelivered messages whose NextAttemptAt ≤ now, oldest first.
 	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxMessage, error)
+	// ClaimOutbox claims due messages that no live claim holds, for lease:
+	// of concurrent callers (any instance) each message goes to one. Marking
+	// it delivered or failed ends the claim.
+	ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]OutboxMessage, error)
 	MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error
 	MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error
 

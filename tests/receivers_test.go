@@ -17,6 +17,7 @@ type webhookReceiver struct {
 	*httptest.Server
 	mu         sync.Mutex
 	deliveries []delivery
+	delay      time.Duration // how long it takes to answer, like a busy receiver
 }
 
 type delivery struct {
@@ -28,6 +29,7 @@ func newWebhookReceiver(t *testing.T) *webhookReceiver {
 	wr := &webhookReceiver{}
 	wr.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		time.Sleep(wr.delay)
 		wr.mu.Lock()
 		wr.deliveries = append(wr.deliveries, delivery{header: r.Header.Clone(), body: body})
 		wr.mu.Unlock()

@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentDecisions", testConcurrentDecisions},
 		{"Audit", testAudit},
 		{"Outbox", testOutbox},
+		{"OutboxClaims", testOutboxClaims},
 		{"SigningKeys", testSigningKeys},
 		{"Settings", testSettings},
 		{"SettingsCompareAndSwap", testSettingsCompareAndSwap},
@@ -1056,6 +1057,71 @@ func testSettings(t *testing.T, s store.Store) {
 	noErr(t, "GetSetting", err)
 	if string(got) != `{"open":false}` {
 		t.Fatalf("GetSetting after writing another key = %s", got)
+	}
+}
+
+// testOutboxClaims: concurrent passes (as on several instances) never claim
+// the same message; a lapsed claim is taken over; an outcome ends the claim.
+func testOutboxClaims(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var msgs []store.OutboxMessage
+	for i := range 40 {
+		msgs = append(msgs, store.OutboxMessage{ID: fmt.Sprintf("m%02d", i), Channel: "webhook", Payload: []byte("{}"),
+			CreatedAt: at(time.Duration(i) * time.Second)})
+	}
+	noErr(t, "EnqueueOutbox", s.EnqueueOutbox(ctx, msgs...))
+	now := at(time.Hour)
+	var (
+		mu      sync.Mutex
+		claimed = map[string]int{}
+		wg      sync.WaitGroup
+	)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := s.ClaimOutbox(ctx, now, 3, time.Minute)
+				if err != nil {
+					t.Errorf("ClaimOutbox: %v", err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, m := range got {
+					claimed[m.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != 40 {
+		t.Fatalf("claimed %d distinct messages, want 40", len(claimed))
+	}
+	for id, n := range claimed {
+		if n != 1 {
+			t.Errorf("message %s claimed %d times", id, n)
+		}
+	}
+	// While the claims hold, nothing more is handed out; once they lapse the
+	// oldest come first again.
+	if got, err := s.ClaimOutbox(ctx, now.Add(30*time.Second), 10, time.Minute); err != nil || len(got) != 0 {
+		t.Fatalf("claims under a live lease: %d, %v; want none", len(got), err)
+	}
+	noErr(t, "MarkOutboxDelivered", s.MarkOutboxDelivered(ctx, "m00", now))
+	noErr(t, "MarkOutboxFailed", s.MarkOutboxFailed(ctx, "m01", now.Add(10*time.Second), "refused"))
+	got, err := s.ClaimOutbox(ctx, now.Add(20*time.Second), 10, time.Minute)
+	noErr(t, "ClaimOutbox after a failure", err)
+	if len(got) != 1 || got[0].ID != "m01" || got[0].Attempts != 1 {
+		t.Fatalf("after a failed attempt: %+v, want m01 again (its claim ended)", got)
+	}
+	got, err = s.ClaimOutbox(ctx, now.Add(2*time.Minute), 3, time.Minute)
+	noErr(t, "ClaimOutbox after the lease", err)
+	if ids := []string{got[0].ID, got[1].ID, got[2].ID}; !reflect.DeepEqual(ids, []string{"m01", "m02", "m03"}) {
+		t.Fatalf("lapsed claims: %v, want the oldest undelivered m01 m02 m03", ids)
 	}
 }
 
