@@ -66,6 +66,9 @@ type App struct {
 	// MaxStaleness is the oldest revocation view with which bearer tokens are
 	// still accepted (default 30s); past it they get 503.
 	MaxStaleness caddy.Duration `json:"max_staleness,omitempty"`
+	// StoreTimeout bounds every store call (default 2s): a store that hangs
+	// makes requests fail with 503 instead of waiting.
+	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
 
 	rt     *core.Runtime
 	logger *zap.Logger
@@ -290,6 +293,9 @@ func (a *App) Validate() error {
 			return fmt.Errorf("gatehouse: token_lifetime %s must be at least 1m", kind)
 		}
 	}
+	if a.StoreTimeout < 0 || a.StoreTimeout > caddy.Duration(time.Minute) {
+		return errors.New("gatehouse: store_timeout must be between 1ms and 1m")
+	}
 	if a.MaxStaleness != 0 && a.MaxStaleness < caddy.Duration(15*time.Second) {
 		// The store is re-read every 0.5 s, or every 5 s with Redis: a smaller
 		// bound would refuse good tokens between two reads.
@@ -358,6 +364,7 @@ func (a *App) runtimeOptions() core.Options {
 		SigningAlgorithm:   a.SigningAlgorithm,
 		TokenAudiences:     a.TokenAudiences,
 		MaxStaleness:       time.Duration(a.MaxStaleness),
+		StoreTimeout:       time.Duration(a.StoreTimeout),
 		Redis:              a.Redis,
 		Logger:             a.logger,
 	}

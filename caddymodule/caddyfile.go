@@ -145,6 +145,8 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			a.TokenAudiences = append(a.TokenAudiences, args...)
 		case "max_staleness":
 			err = durationArg(d, &a.MaxStaleness)
+		case "store_timeout":
+			err = durationArg(d, &a.StoreTimeout)
 		case "notify":
 			a.Notify = new(NotifyConfig)
 			err = a.Notify.unmarshal(d)

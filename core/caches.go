@@ -29,7 +29,7 @@ func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 	rt.users.mu.RLock()
 	c, ok := rt.users.m[id]
 	rt.users.mu.RUnlock()
-	if ok && now.Sub(c.fetched) < rt.userTTL {
+	if ok && now.Sub(c.fetched) < rt.userCacheTTL() {
 		return c.user, nil
 	}
 	u, err := rt.Store.GetUser(ctx, id)
@@ -50,6 +50,23 @@ func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 func (rt *Runtime) InvalidateUser(id string) {
 	rt.forgetUser(id)
 	rt.announce(fanoutEvent{Kind: "user", ID: id})
+}
+
+// userCacheTTL is how long a user record is trusted: longer while Redis
+// announces changes.
+func (rt *Runtime) userCacheTTL() time.Duration {
+	if rt.fanoutHealthy() {
+		return cacheUsersRedis
+	}
+	return cacheUsers
+}
+
+// forgetAllUsers drops every cached user and session.
+func (rt *Runtime) forgetAllUsers() {
+	rt.users.mu.Lock()
+	rt.users.m = nil
+	rt.users.mu.Unlock()
+	rt.Sessions.ForgetAll()
 }
 
 func (rt *Runtime) forgetUser(id string) {

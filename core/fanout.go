@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,9 +14,11 @@ import (
 )
 
 // With Redis, a change made on one instance reaches the others at once over
-// pub/sub; the store is then re-read less often, as a backstop for messages
-// lost while Redis was away. Without Redis the store is polled often enough
-// that changes cross over within a second.
+// pub/sub; the store is then re-read less often, as a backstop. Each instance
+// hears its own heartbeat through the channel; when it has not for
+// heartbeatTimeout (Redis down, hung or restarting), it treats announcements
+// as lost: it re-reads the store at once and then polls it as often as
+// without Redis, so a change still crosses over within a second.
 const (
 	fanoutChannel = "gatehouse:events"
 
@@ -24,6 +27,9 @@ const (
 	cacheUsers           = time.Second
 	cacheUsersRedis      = 5 * time.Second
 	publishTimeout       = time.Second
+
+	heartbeatEvery   = 150 * time.Millisecond
+	heartbeatTimeout = 500 * time.Millisecond
 )
 
 // fanoutEvent is one change announced to the other instances.
@@ -35,9 +41,11 @@ type fanoutEvent struct {
 }
 
 type fanout struct {
-	rdb      *redis.Client
-	instance string
-	outbox   chan fanoutEvent // announcements waiting for the publisher
+	rdb       *redis.Client
+	instance  string
+	outbox    chan fanoutEvent // announcements waiting for the publisher
+	lastHeard atomic.Int64     // unix nanoseconds of the last own heartbeat heard back
+	healthy   atomic.Bool      // whether announcements can be relied on now
 }
 
 func newFanout(url string) (*fanout, error) {
@@ -66,12 +74,20 @@ func (rt *Runtime) announce(ev fanoutEvent) {
 	}
 }
 
-// publish sends queued announcements until ctx ends.
+// publish sends queued announcements, and a heartbeat every heartbeatEvery,
+// until ctx ends.
 func (rt *Runtime) publish(ctx context.Context) {
+	beat := time.NewTicker(heartbeatEvery)
+	defer beat.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-beat.C:
+			payload, _ := json.Marshal(fanoutEvent{Kind: "heartbeat", From: rt.fanout.instance})
+			pctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
+			_ = rt.fanout.rdb.Publish(pctx, fanoutChannel, payload).Err()
+			cancel()
 		case ev := <-rt.fanout.outbox:
 			payload, _ := json.Marshal(ev)
 			pctx, cancel := context.WithTimeout(ctx, publishTimeout)
@@ -100,12 +116,58 @@ func (rt *Runtime) listen(ctx context.Context) {
 				return
 			}
 			var ev fanoutEvent
-			if err := json.Unmarshal([]byte(msg.Payload), &ev); err != nil || ev.From == rt.fanout.instance {
+			if err := json.Unmarshal([]byte(msg.Payload), &ev); err != nil {
+				continue
+			}
+			if ev.From == rt.fanout.instance {
+				if ev.Kind == "heartbeat" {
+					rt.fanout.lastHeard.Store(time.Now().UnixNano())
+				}
 				continue
 			}
 			rt.apply(ctx, ev)
 		}
 	}
+}
+
+// fanoutHealthy reports whether announcements reach this instance now.
+func (rt *Runtime) fanoutHealthy() bool {
+	return rt.fanout != nil && rt.fanout.healthy.Load()
+}
+
+// watchFanout follows the heartbeat. When it stops, announcements made since
+// may be lost: the caches go, and the store is read at once; the periodic
+// reads then run at their rates without Redis. When it comes back, the store
+// is read once more for what was announced while this instance was away.
+func (rt *Runtime) watchFanout(ctx context.Context) {
+	t := time.NewTicker(heartbeatEvery / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		heard := time.Since(time.Unix(0, rt.fanout.lastHeard.Load())) < heartbeatTimeout
+		if heard == rt.fanout.healthy.Load() {
+			continue
+		}
+		rt.fanout.healthy.Store(heard)
+		if heard {
+			rt.Logger.Info("redis announcements are back; store reads return to their backstop rate")
+		} else {
+			rt.Logger.Warn("redis announcements are not arriving; reading the store every half second until they do")
+		}
+		rt.catchUp(ctx)
+	}
+}
+
+// catchUp re-reads from the store everything announcements carry.
+func (rt *Runtime) catchUp(ctx context.Context) {
+	rt.forgetAllUsers()
+	rt.refreshRevocations(ctx)
+	rt.reloadKeys(ctx)
+	rt.checkSettings(ctx)
 }
 
 func (rt *Runtime) apply(ctx context.Context, ev fanoutEvent) {

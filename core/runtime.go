@@ -51,6 +51,7 @@ type Options struct {
 	TokenLifetimes     map[string]time.Duration // longest life per token kind
 	TokenAudiences     []string                 // extra aud values of API tokens
 	MaxStaleness       time.Duration            // oldest revocation view that still accepts bearer tokens
+	StoreTimeout       time.Duration            // bounds every store call; default store.DefaultCallTimeout
 	Redis              string                   // optional redis:// URL for announcing changes to other instances
 	Notify             notify.Config            // Webhooks, SMTP
 	Logger             *zap.Logger
@@ -78,8 +79,6 @@ type Runtime struct {
 	tokenAudiences  []string
 	maxStaleness    time.Duration
 	fanout          *fanout
-	pollRevocations time.Duration
-	userTTL         time.Duration
 	revoked         revocations
 	users           userCache
 	usage           tokenUsage
@@ -118,7 +117,7 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
 	}
 
-	rt.Store, err = openStore(ctx, o.StoreDriver, o.StoreDSN)
+	rt.Store, err = openStore(ctx, o.StoreDriver, o.StoreDSN, o.StoreTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -155,12 +154,10 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	if rt.maxStaleness <= 0 {
 		rt.maxStaleness = 30 * time.Second
 	}
-	rt.pollRevocations, rt.userTTL = pollRevocations, cacheUsers
 	if o.Redis != "" {
 		if rt.fanout, err = newFanout(o.Redis); err != nil {
 			return nil, err
 		}
-		rt.pollRevocations, rt.userTTL = pollRevocationsRedis, cacheUsersRedis
 	}
 	rt.tokens = tokens.NewVerifier(rt.Keys, tokens.VerifierConfig{Issuer: o.PublicURL, Audience: TokenAudience})
 	if err := rt.syncRevocations(ctx); err != nil {
@@ -197,12 +194,22 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	return rt, nil
 }
 
-func openStore(ctx context.Context, driver, dsn string) (store.Store, error) {
+func openStore(ctx context.Context, driver, dsn string, timeout time.Duration) (store.Store, error) {
 	switch driver {
 	case "", "sqlite":
-		return store.OpenSQLite(ctx, dsn)
+		st, err := store.OpenSQLite(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		st.SetCallTimeout(timeout)
+		return st, nil
 	case "postgres":
-		return store.OpenPostgres(ctx, dsn)
+		st, err := store.OpenPostgres(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		st.SetCallTimeout(timeout)
+		return st, nil
 	}
 	return nil, fmt.Errorf("unknown driver %q", driver)
 }
@@ -286,34 +293,47 @@ func (rt *Runtime) Start() {
 	if rt.fanout != nil {
 		run(rt.listen)
 		run(rt.publish)
+		run(rt.watchFanout)
 	}
 	run(rt.notifier.Run)
-	// What other instances change is re-read from the store (see fanout.go
-	// for the intervals with and without Redis).
+	// What other instances change is re-read from the store: as a backstop
+	// while Redis announces changes, often enough that they cross over within
+	// a second otherwise (see fanout.go).
 	for _, task := range []struct {
-		every time.Duration
-		do    func(context.Context)
+		withRedis, without time.Duration
+		do                 func(context.Context)
 	}{
-		{rt.pollRevocations, rt.refreshRevocations},
-		{2 * rt.pollRevocations, rt.reloadKeys},
-		{2 * time.Second, rt.checkSettings},
-		{time.Minute, rt.followCreators},
-		{5 * time.Second, rt.writeTokenUsage},
-		{10 * time.Minute, rt.sweepSessions},
+		{pollRevocationsRedis, pollRevocations, rt.refreshRevocations},
+		{2 * pollRevocationsRedis, pollRevocations, rt.reloadKeys},
+		{2 * time.Second, time.Second, rt.checkSettings},
+		{5 * time.Second, 5 * time.Second, rt.writeTokenUsage},
+		{time.Minute, time.Minute, rt.followCreators},
+		{10 * time.Minute, 10 * time.Minute, rt.sweepSessions},
 	} {
-		run(func(ctx context.Context) { every(ctx, task.every, task.do) })
+		run(func(ctx context.Context) { rt.every(ctx, task.withRedis, task.without, task.do) })
 	}
 }
 
-// every calls do every d until ctx ends.
-func every(ctx context.Context, d time.Duration, do func(context.Context)) {
-	t := time.NewTicker(d)
+// every calls do every withRedis while Redis announcements arrive, and every
+// without otherwise, until ctx ends.
+func (rt *Runtime) every(ctx context.Context, withRedis, without time.Duration, do func(context.Context)) {
+	tick := min(withRedis, without)
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
+			d := without
+			if rt.fanoutHealthy() {
+				d = withRedis
+			}
+			if now.Sub(last) < d-tick/2 {
+				continue
+			}
+			last = now
 			do(ctx)
 		}
 	}

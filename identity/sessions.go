@@ -120,6 +120,13 @@ func (s *Sessions) forget(id string) {
 // without one, ErrSessionInvalid for a malformed one).
 func (s *Sessions) IDOf(r *http.Request) (string, error) { return s.idFromCookie(r) }
 
+// ForgetAll empties the cache (announcements of ended sessions may have been lost).
+func (s *Sessions) ForgetAll() {
+	s.mu.Lock()
+	s.cache = map[string]cachedSession{}
+	s.mu.Unlock()
+}
+
 // Forget drops a session ended on another instance from the cache.
 func (s *Sessions) Forget(id string) { s.forget(id) }
 

@@ -48,7 +48,9 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open postgres store: %w", err)
 	}
-	return &Postgres{sqlStore{db: pgDB{pool}, dialect: postgresDialect{pool}}}, nil
+	st := &Postgres{sqlStore{db: pgDB{pool}, dialect: postgresDialect{pool}}}
+	st.SetCallTimeout(DefaultCallTimeout)
+	return st, nil
 }
 
 type postgresDialect struct {

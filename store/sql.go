@@ -25,6 +25,7 @@ import (
 type sqlStore struct {
 	db db // the pool, for statements outside a transaction
 	dialect
+	timeout time.Duration // bounds every statement and transaction (bounded.go)
 }
 
 // db is what the shared methods need of a pool or a transaction; each backend
@@ -82,9 +83,6 @@ func migrate(ctx context.Context, conn *sql.DB, gooseDialect goose.Dialect, file
 	}
 	return nil
 }
-
-// Ping reports whether the database answers.
-func (s *sqlStore) Ping(ctx context.Context) error { return s.ping(ctx) }
 
 // Close releases the database.
 func (s *sqlStore) Close() error { return s.close() }

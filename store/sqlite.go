@@ -49,7 +49,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite store %s: %w", path, err)
 	}
-	return &SQLite{sqlStore{db: sqliteDB{db}, dialect: sqliteDialect{db}}}, nil
+	st := &SQLite{sqlStore{db: sqliteDB{db}, dialect: sqliteDialect{db}}}
+	st.SetCallTimeout(DefaultCallTimeout)
+	return st, nil
 }
 
 // sqliteDialect relies on SQLite's single writer: with _txlock=immediate every
