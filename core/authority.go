@@ -86,6 +86,7 @@ func (rt *Runtime) EndSession(ctx context.Context, r *http.Request) error {
 		return err
 	}
 	rt.announce(fanoutEvent{Kind: "session", ID: id})
+	rt.recheckInflight()
 	return nil
 }
 
@@ -96,6 +97,7 @@ func (rt *Runtime) RotateSession(ctx context.Context, r *http.Request) (*http.Co
 	cookie, sess, err := rt.Sessions.Rotate(ctx, r)
 	if err == nil && id != "" {
 		rt.announce(fanoutEvent{Kind: "session", ID: id})
+		rt.recheckInflight()
 	}
 	return cookie, sess, err
 }
@@ -172,4 +174,5 @@ func (rt *Runtime) revocationsChanged(ctx context.Context) {
 		rt.Logger.Warn("reading the revocation list after a change", zap.Error(err))
 	}
 	rt.announce(fanoutEvent{Kind: "revocations"})
+	rt.recheckInflight()
 }

@@ -140,11 +140,16 @@ func (rt *Runtime) syncRevocations(ctx context.Context) error {
 	if rt.revoked.ids == nil {
 		rt.revoked.ids = make(map[string]time.Time, len(list))
 	}
+	learned := false
 	for _, r := range list {
 		if _, known := rt.revoked.ids[r.ID]; !known {
 			rt.tokens.Forget(r.ID)
 			rt.revoked.ids[r.ID] = r.ExpiresAt
+			learned = true
 		}
+	}
+	if learned {
+		defer rt.recheckInflight()
 	}
 	if full {
 		for id, exp := range rt.revoked.ids {

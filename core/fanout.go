@@ -24,7 +24,7 @@ const (
 
 	pollRevocations      = 500 * time.Millisecond
 	pollRevocationsRedis = 5 * time.Second
-	cacheUsers           = time.Second
+	cacheUsers           = 500 * time.Millisecond
 	cacheUsersRedis      = 5 * time.Second
 	publishTimeout       = time.Second
 
@@ -168,9 +168,11 @@ func (rt *Runtime) catchUp(ctx context.Context) {
 	rt.refreshRevocations(ctx)
 	rt.reloadKeys(ctx)
 	rt.checkSettings(ctx)
+	rt.recheckInflight()
 }
 
 func (rt *Runtime) apply(ctx context.Context, ev fanoutEvent) {
+	defer rt.recheckInflight()
 	switch ev.Kind {
 	case "revoke":
 		rt.revoked.add(ev.ID, time.Unix(ev.Exp, 0))

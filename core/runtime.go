@@ -91,6 +91,7 @@ type Runtime struct {
 	settingsRaw     atomic.Pointer[[]byte]
 	notifier        *notify.Worker
 	assertions      assertionCache
+	inflight        inflight
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -112,6 +113,7 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		PagesPrefix:     o.PagesPrefix,
 		Logger:          o.Logger,
 		bootstrapAdmins: map[string]bool{},
+		inflight:        inflight{wake: make(chan struct{}, 1)},
 	}
 	for _, e := range o.BootstrapAdmins {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
@@ -296,6 +298,7 @@ func (rt *Runtime) Start() {
 		run(rt.watchFanout)
 	}
 	run(rt.notifier.Run)
+	run(rt.watchInflight)
 	// What other instances change is re-read from the store: as a backstop
 	// while Redis announces changes, often enough that they cross over within
 	// a second otherwise (see fanout.go).

@@ -167,6 +167,7 @@ func (rt *Runtime) changeSettings(ctx context.Context, r *http.Request, actor *S
 		rt.Audit(ctx, r, AuditEvent{Type: "settings.changed", ActorID: actor.User.ID,
 			Detail: map[string]any{"roles": changedRoles(before, cur.Roles)}})
 		rt.followCreators(ctx) // a role may have lost tokens:system
+		rt.recheckInflight()
 		return cur, SettingsVersion(next), nil
 	}
 	return Settings{}, "", fmt.Errorf("%w: the settings kept changing; try again", ErrUnavailable)
@@ -382,5 +383,7 @@ func (rt *Runtime) checkSettings(ctx context.Context) {
 	if err := rt.loadPolicy(ctx); err != nil {
 		rt.Logger.Error("settings changed but do not make a valid policy; keeping the previous one", zap.Error(err))
 		rt.settingsRaw.Store(&raw) // do not retry the same bad document every tick
+		return
 	}
+	rt.recheckInflight()
 }

@@ -110,6 +110,7 @@ func (rt *Runtime) RevokeToken(ctx context.Context, r *http.Request, actor *Subj
 	rt.revoked.add(t.ID, t.ExpiresAt)
 	rt.tokens.Forget(t.ID)
 	rt.announce(fanoutEvent{Kind: "revoke", ID: t.ID, Exp: t.ExpiresAt.Unix()})
+	rt.recheckInflight()
 	rt.LogEvent(audit)
 	return nil
 }

@@ -153,6 +153,10 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		repl.Set("http.auth.user.email", sub.User.Email)
 		repl.Set("http.auth.user.role", sub.User.Role)
 	}
+	// The request runs only as long as what allowed it: a stream is cut
+	// once the token is revoked, the session ends or the user loses access.
+	r, done := g.rt.Track(r, core.DecisionRequest{Subject: sub, Method: method, Model: model})
+	defer done()
 	if route != nil && route.Kind == policy.KindListing {
 		return g.filterListing(w, r, sub, method, next)
 	}

@@ -81,7 +81,7 @@ func NewSessions(st SessionStore, cfg SessionConfig, now func() time.Time) *Sess
 // sessionCacheTTL bounds how long a session read from the store is reused:
 // a session ended on another instance is refused here within this time.
 // Sessions ended on this instance leave the cache at once.
-const sessionCacheTTL = time.Second
+const sessionCacheTTL = 500 * time.Millisecond
 
 // maxCachedSessions bounds the cache; past it, it starts over.
 const maxCachedSessions = 100000
@@ -119,6 +119,26 @@ func (s *Sessions) forget(id string) {
 // IDOf returns the store ID of the session r's cookie names (ErrNoSession
 // without one, ErrSessionInvalid for a malformed one).
 func (s *Sessions) IDOf(r *http.Request) (string, error) { return s.idFromCookie(r) }
+
+// Alive reports whether session id still exists and is within its absolute
+// lifetime (a stream in flight is not idle). With fresh the store answers;
+// otherwise a cached copy may.
+func (s *Sessions) Alive(ctx context.Context, id string, fresh bool) (bool, error) {
+	now := s.now()
+	sess, ok := s.cached(id, now)
+	if !ok || fresh {
+		var err error
+		sess, err = s.st.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			s.forget(id)
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("get session: %w", err)
+		}
+	}
+	return now.Before(sess.ExpiresAt), nil
+}
 
 // ForgetAll empties the cache (announcements of ended sessions may have been lost).
 func (s *Sessions) ForgetAll() {

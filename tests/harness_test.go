@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -474,16 +475,21 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 // backendModels are the models the test backend lists.
 var backendModels = []string{"llama3", "llama3.1:8b", "mistral", "gpt-4o", "org/secret-model"}
 
+// serveSSE streams three events 200 ms apart, or ?n= events 100 ms apart.
 func (b *backend) serveSSE(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	flusher := w.(http.Flusher)
-	for i := 1; i <= 3; i++ {
+	n, gap := 3, 200*time.Millisecond
+	if v, err := strconv.Atoi(r.URL.Query().Get("n")); err == nil && v > 0 {
+		n, gap = v, 100*time.Millisecond
+	}
+	for i := 1; i <= n; i++ {
 		fmt.Fprintf(w, "data: event %d\n\n", i)
 		flusher.Flush()
 		select {
 		case <-r.Context().Done():
 			return
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(gap):
 		}
 	}
 }
