@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gatehouse/gatehouse/core"
-	"github.com/gatehouse/gatehouse/notify"
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -226,35 +225,8 @@ func (a *API) decideAccessRequest(w http.ResponseWriter, r *http.Request, route,
 		return nil, conflict("not_pending", "this request was already "+req.Status)
 	}
 
-	verdict, event := store.RequestDenied, "access.denied"
-	if approve {
-		verdict, event = store.RequestApproved, "access.approved"
-	}
-	decided := req
-	decided.Status = verdict
-	decided.Comment = in.Comment
-	decided.ReviewedBy = &store.RequestUser{ID: sub.User.ID, Email: sub.User.Email, Name: sub.User.Name}
-	decided.DecidedAt = &now
-	if approve {
-		decided.Role = in.Role
-		decided.ExpiresAt = in.ExpiresAt
-	}
-	msgs, err := a.rt.Notify.Messages(notify.DecisionEvent{Request: decided, Decision: verdict}, now)
-	if err != nil {
-		return nil, fmt.Errorf("notification for %s: %w", id, err)
-	}
-	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: event, ActorID: sub.User.ID, TargetID: requester.ID,
-		Detail: map[string]any{"request_id": id, "role": in.Role, "comment": in.Comment}})
-	result, err := a.rt.Store.DecideAccessRequest(ctx, store.Decision{
-		RequestID:  id,
-		Approve:    approve,
-		Role:       in.Role,
-		Comment:    in.Comment,
-		ReviewerID: sub.User.ID,
-		ExpiresAt:  in.ExpiresAt,
-		Now:        now,
-		Outbox:     msgs,
-		Audit:      audit,
+	result, err := a.rt.DecideAccess(ctx, r, sub, req, core.AccessDecision{
+		Approve: approve, Role: in.Role, Comment: in.Comment, ExpiresAt: in.ExpiresAt, Now: now,
 	})
 	switch {
 	case errors.Is(err, store.ErrConflict):
@@ -262,10 +234,7 @@ func (a *API) decideAccessRequest(w http.ResponseWriter, r *http.Request, route,
 	case errors.Is(err, store.ErrNotFound):
 		return nil, notFound("access request")
 	case err != nil:
-		return nil, fmt.Errorf("decide access request %s: %w", id, err)
+		return nil, err
 	}
-	a.rt.InvalidateUser(requester.ID)
-	a.rt.LogEvent(audit)
-	a.rt.WakeNotifier()
 	return &result, nil
 }

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/notify"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -64,6 +66,59 @@ func (rt *Runtime) DeleteUser(ctx context.Context, r *http.Request, actor *Subje
 	rt.LogEvent(audit)
 	rt.userChanged(ctx, nil, target.ID, actor.User.ID)
 	return nil
+}
+
+// AccessDecision is a reviewer's verdict on an access request.
+type AccessDecision struct {
+	Approve   bool
+	Role      string     // the granted role (approvals)
+	Comment   string
+	ExpiresAt *time.Time // the end of a temporary grant
+	Now       time.Time
+}
+
+// DecideAccess records a reviewer's decision on a pending request: the
+// request, the requester's new status, the audit event and the notifications
+// in one transaction (ErrConflict when it is no longer pending), then the
+// caches and the other instances.
+func (rt *Runtime) DecideAccess(ctx context.Context, r *http.Request, reviewer *Subject, req store.AccessRequest, d AccessDecision) (store.AccessRequest, error) {
+	verdict, event := store.RequestDenied, "access.denied"
+	if d.Approve {
+		verdict, event = store.RequestApproved, "access.approved"
+	}
+	decided := req
+	decided.Status = verdict
+	decided.Comment = d.Comment
+	decided.ReviewedBy = &store.RequestUser{ID: reviewer.User.ID, Email: reviewer.User.Email, Name: reviewer.User.Name}
+	decided.DecidedAt = &d.Now
+	if d.Approve {
+		decided.Role = d.Role
+		decided.ExpiresAt = d.ExpiresAt
+	}
+	msgs, err := rt.Notify.Messages(notify.DecisionEvent{Request: decided, Decision: verdict}, d.Now)
+	if err != nil {
+		return store.AccessRequest{}, fmt.Errorf("notification for %s: %w", req.ID, err)
+	}
+	audit := rt.StoreEvent(r, AuditEvent{Type: event, ActorID: reviewer.User.ID, TargetID: req.User.ID,
+		Detail: map[string]any{"request_id": req.ID, "role": d.Role, "comment": d.Comment}})
+	result, err := rt.Store.DecideAccessRequest(ctx, store.Decision{
+		RequestID:  req.ID,
+		Approve:    d.Approve,
+		Role:       d.Role,
+		Comment:    d.Comment,
+		ReviewerID: reviewer.User.ID,
+		ExpiresAt:  d.ExpiresAt,
+		Now:        d.Now,
+		Outbox:     msgs,
+		Audit:      audit,
+	})
+	if err != nil {
+		return store.AccessRequest{}, fmt.Errorf("decide access request %s: %w", req.ID, err)
+	}
+	rt.LogEvent(audit)
+	rt.InvalidateUser(req.User.ID)
+	rt.WakeNotifier()
+	return result, nil
 }
 
 // Logout ends the request's session here and on every instance.
