@@ -71,7 +71,7 @@ func (rt *Runtime) DeleteUser(ctx context.Context, r *http.Request, actor *Subje
 // AccessDecision is a reviewer's verdict on an access request.
 type AccessDecision struct {
 	Approve   bool
-	Role      string     // the granted role (approvals)
+	Role      string // the granted role (approvals)
 	Comment   string
 	ExpiresAt *time.Time // the end of a temporary grant
 	Now       time.Time

@@ -41,7 +41,7 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 	admin.signIn(alice, "")
 	type token struct {
 		id, raw, email, userID string
-		revokedAt          atomic.Int64 // unix nanoseconds; 0 while valid
+		revokedAt              atomic.Int64 // unix nanoseconds; 0 while valid
 	}
 	var tokens []*token
 	byUser := map[string][]*token{}
@@ -61,7 +61,7 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 	const workers, load = 128, 20 * time.Second
 	var (
 		total, ok2xx, refused, upstream, other, late, misattributed atomic.Int64
-		lateExamples, otherStatuses                       sync.Map
+		lateExamples, otherStatuses                                 sync.Map
 	)
 	ctx, stop := context.WithTimeout(context.Background(), load)
 	defer stop()
