@@ -1,0 +1,76 @@
+package core
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/store"
+)
+
+func openTestRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	dir := t.TempDir()
+	rt, err := Open(context.Background(), Options{
+		PublicURL: "http://gatehouse.test", APIPrefix: "/api", PagesPrefix: "/gatehouse",
+		StoreDriver: "sqlite", StoreDSN: filepath.Join(dir, "gatehouse.db"), SecretFile: filepath.Join(dir, "secret"),
+		DevIdP: &devidp.Config{Users: []devidp.User{{Email: "alice@example.com"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	return rt
+}
+
+// TestRevocationViewOnlyGrows: a revocation learned over Redis while a store
+// read was under way is kept, whatever that read returned; only an expired
+// token leaves the view (item 6 of issue 8).
+func TestRevocationViewOnlyGrows(t *testing.T) {
+	rt := openTestRuntime(t)
+	ctx := context.Background()
+	// Announced by another instance; the store read below started before it
+	// was committed, so it does not list it.
+	rt.apply(ctx, fanoutEvent{Kind: "revoke", ID: "announced", Exp: time.Now().Add(time.Hour).Unix()})
+	for _, full := range []bool{true, false} {
+		if full {
+			rt.revoked.fullAt = time.Time{}
+		}
+		if err := rt.syncRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !rt.revoked.revoked("announced") {
+			t.Fatalf("a store read (full=%v) dropped a revocation learned over Redis", full)
+		}
+	}
+	// An expired token leaves at the next full read.
+	rt.revoked.add("expired", time.Now().Add(-time.Second))
+	rt.revoked.fullAt = time.Time{}
+	if err := rt.syncRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rt.revoked.revoked("expired") || !rt.revoked.revoked("announced") {
+		t.Fatalf("after a full read: expired kept %v, announced kept %v", rt.revoked.revoked("expired"), rt.revoked.revoked("announced"))
+	}
+	// Revocations committed by another instance arrive by the incremental read.
+	u, err := rt.Store.RecordLogin(ctx, store.LoginInfo{Issuer: "i", Subject: "s", Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := rt.Store.CreateToken(ctx, store.APIToken{ID: "elsewhere", Kind: store.TokenPersonal, UserID: u.ID, CreatedBy: u.ID,
+		Scope: []string{"chat:use"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Store.RevokeToken(ctx, "elsewhere", now, store.AuditEvent{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.syncRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !rt.revoked.revoked("elsewhere") {
+		t.Fatal("the incremental read missed a revocation committed meanwhile")
+	}
+}
