@@ -292,12 +292,7 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 	}
 	s := core.Settings{Roles: *in.Roles}
 	version, err := a.rt.ReplaceSettings(r.Context(), r, sub, s, unquoteETag(ifMatch))
-	if err != nil {
-		a.writeError(w, r, settingsError(err))
-		return
-	}
-	w.Header().Set("ETag", etag(version))
-	writeJSON(w, http.StatusOK, s)
+	a.writeSettings(w, r, s, version, err)
 }
 
 // putRole changes one role, keeping every other change made meanwhile.
@@ -312,12 +307,7 @@ func (a *API) putRole(w http.ResponseWriter, r *http.Request, route string) {
 		return
 	}
 	s, version, err := a.rt.PutRole(r.Context(), r, sub, r.PathValue("name"), role)
-	if err != nil {
-		a.writeError(w, r, settingsError(err))
-		return
-	}
-	w.Header().Set("ETag", etag(version))
-	writeJSON(w, http.StatusOK, s)
+	a.writeSettings(w, r, s, version, err)
 }
 
 func (a *API) deleteRole(w http.ResponseWriter, r *http.Request, route string) {
@@ -326,6 +316,12 @@ func (a *API) deleteRole(w http.ResponseWriter, r *http.Request, route string) {
 		return
 	}
 	s, version, err := a.rt.DeleteRole(r.Context(), r, sub, r.PathValue("name"))
+	a.writeSettings(w, r, s, version, err)
+}
+
+// writeSettings answers a settings change: the document with its new ETag,
+// or the change's refusal.
+func (a *API) writeSettings(w http.ResponseWriter, r *http.Request, s core.Settings, version string, err error) {
 	if err != nil {
 		a.writeError(w, r, settingsError(err))
 		return
