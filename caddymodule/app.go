@@ -146,8 +146,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 }
 
 func (a *App) expandPlaceholders() {
+	// ReplaceKnown, as Caddy's basicauth does: ReplaceAll would also delete
+	// any other {…} in a value, and a secret may well contain one.
 	repl := caddy.NewReplacer()
-	r := func(s string) string { return repl.ReplaceAll(s, "") }
+	r := func(s string) string { return repl.ReplaceKnown(s, "") }
 	a.PublicURL = r(a.PublicURL)
 	a.Redis = r(a.Redis)
 	a.Secret = r(a.Secret)

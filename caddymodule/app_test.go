@@ -305,6 +305,20 @@ func TestExpandPlaceholdersReplacesEnvironmentValues(t *testing.T) {
 	}
 }
 
+// Braces that are not a known placeholder stay as they are: a secret with
+// "{…}" in it must not lose characters (ReplaceAll deleted "{cr}").
+func TestExpandPlaceholdersKeepsUnknownBraces(t *testing.T) {
+	t.Setenv("GH_TEST_SECRET", "s3cr3t")
+	a := validApp()
+	a.OIDC.ClientSecret = "s3{cr}et"
+	a.Secret = "{not-a-placeholder}-and-{env.GH_TEST_SECRET}-0123456789abcdef"
+	a.Notify = &NotifyConfig{Webhooks: []WebhookConfig{{URL: "https://hooks.example/x", Secret: "{x}{y}"}}}
+	a.expandPlaceholders()
+	if a.OIDC.ClientSecret != "s3{cr}et" || a.Secret != "{not-a-placeholder}-and-s3cr3t-0123456789abcdef" || a.Notify.Webhooks[0].Secret != "{x}{y}" {
+		t.Fatalf("client_secret %q, secret %q, webhook secret %q: braces were changed", a.OIDC.ClientSecret, a.Secret, a.Notify.Webhooks[0].Secret)
+	}
+}
+
 // An unset variable becomes empty, so Validate names the directive it left blank.
 func TestUnsetEnvironmentVariableFailsValidation(t *testing.T) {
 	a := validApp()

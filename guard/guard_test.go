@@ -750,3 +750,31 @@ func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestGuardRefusesAnOversizedListing: a model listing is buffered to be
+// filtered only up to a bound; past it the answer is 502, never the
+// unfiltered list and never an unbounded buffer.
+func TestGuardRefusesAnOversizedListing(t *testing.T) {
+	f := newFixture(t)
+	raw := f.token(f.approve(f.login("bob@example.com", false), "user", nil))
+	big := func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"object":"list","data":[`)
+		entry := `{"id":"gpt-4o","object":"model","owned_by":"x"},`
+		chunk := strings.Repeat(entry, 1<<16/len(entry))
+		for written := 0; written < 20<<20; written += len(chunk) {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return nil // the guard stopped taking it
+			}
+		}
+		io.WriteString(w, `{"id":"last"}]}`)
+		return nil
+	}
+	w := httptest.NewRecorder()
+	if err := f.g.Serve(w, newRequest("GET", "/v1/models", withHeader("Authorization", "Bearer "+raw)), big); err != nil {
+		t.Fatal(err)
+	}
+	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), `"code":"bad_listing"`) || w.Body.Len() > 4096 {
+		t.Fatalf("status %d, %d bytes: %.200s; want a short 502 bad_listing", w.Code, w.Body.Len(), w.Body)
+	}
+}

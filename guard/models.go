@@ -71,6 +71,12 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.
 	if err := next(rec, r); err != nil {
 		return err
 	}
+	if rec.overflow {
+		g.rt.Logger.Warn("model listing larger than the bound; refusing it", zap.String("path", r.URL.Path), zap.Int("bound", maxListingBytes))
+		admin.WriteProblem(w, http.StatusBadGateway, "bad_listing", "Unreadable model listing",
+			fmt.Sprintf("the backend's model listing is larger than %d bytes", maxListingBytes))
+		return nil
+	}
 	if rec.status/100 != 2 {
 		rec.copyTo(w, rec.body.Bytes())
 		return nil
@@ -98,11 +104,16 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.
 	return nil
 }
 
-// recorder buffers an upstream response.
+// maxListingBytes bounds a model listing the guard buffers to filter; a
+// larger one is refused rather than held in memory or passed unfiltered.
+const maxListingBytes = 16 << 20
+
+// recorder buffers an upstream response, up to maxListingBytes.
 type recorder struct {
-	header http.Header
-	status int
-	body   bytes.Buffer
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	overflow bool
 }
 
 func newRecorder() *recorder { return &recorder{header: http.Header{}} }
@@ -119,8 +130,15 @@ func (rec *recorder) Write(b []byte) (int, error) {
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
+	if rec.overflow || rec.body.Len()+len(b) > maxListingBytes {
+		rec.overflow = true
+		rec.body.Reset()
+		return 0, errListingTooLarge
+	}
 	return rec.body.Write(b)
 }
+
+var errListingTooLarge = errors.New("model listing too large")
 
 func (rec *recorder) copyTo(w http.ResponseWriter, body []byte) {
 	for k, v := range rec.header {
