@@ -6,7 +6,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/gatehouse/gatehouse/caddymodule"
+	_ "github.com/gatehouse/gatehouse"
 )
 
 func main() {

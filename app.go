@@ -1,7 +1,9 @@
-// Package caddymodule is the Caddy glue of Gatehouse: the gatehouse app, the
-// gatehouse (guard) and gatehouse_api handlers, and their Caddyfile syntax.
-// The work itself happens in core, guard and admin.
-package caddymodule
+// Package gatehouse is the Caddy glue of Gatehouse, at the module root so
+// that `xcaddy build --with github.com/gatehouse/gatehouse` works: the
+// gatehouse app, the gatehouse (guard) and gatehouse_api handlers, and their
+// Caddyfile syntax. The work itself happens in core, guard and admin; nothing
+// imports this package but a Caddy binary.
+package gatehouse
 
 import (
 	"errors"
