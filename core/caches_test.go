@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
@@ -72,5 +73,44 @@ func TestRevocationViewOnlyGrows(t *testing.T) {
 	}
 	if !rt.revoked.revoked("elsewhere") {
 		t.Fatal("the incremental read missed a revocation committed meanwhile")
+	}
+}
+
+// TestInvalidStoredSettingsStartWithoutTheirCustomRoles: a settings document
+// an older version accepted (a role out-ranking admin) does not keep
+// Gatehouse from starting; the role is left out, failing closed, and the
+// built-in roles' model restrictions stay.
+func TestInvalidStoredSettingsStartWithoutTheirCustomRoles(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "gatehouse.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := `{"roles":{"boss":{"rank":999,"inherits":["admin"],"permissions":["x"]},"user":{"models":["llama3*"]}}}`
+	if err := st.PutSetting(context.Background(), settingsKey, []byte(old)); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	rt, err := Open(context.Background(), Options{
+		PublicURL: "http://gatehouse.test", APIPrefix: "/api", PagesPrefix: "/gatehouse",
+		StoreDriver: "sqlite", StoreDSN: filepath.Join(dir, "gatehouse.db"), SecretFile: filepath.Join(dir, "secret"),
+		DevIdP: &devidp.Config{Users: []devidp.User{{Email: "alice@example.com"}}},
+	})
+	if err != nil {
+		t.Fatalf("start with settings an older version stored: %v", err)
+	}
+	defer rt.Close()
+	if rt.Policy().RoleExists("boss") {
+		t.Fatal("the invalid custom role was kept")
+	}
+	perms, err := rt.Policy().Permissions(context.Background(), "boss")
+	if err != nil || len(perms) != 0 {
+		t.Fatalf("holders of the dropped role have %v (%v), want no permissions", perms, err)
+	}
+	model := "gpt-4"
+	req := httptest.NewRequest("POST", "/v1/chat/completions", nil)
+	dec, err := rt.Decide(req, DecisionRequest{Subject: &Subject{User: store.User{ID: "u", Role: "user", Status: store.StatusActive}, Auth: "session"}, Model: &model})
+	if err != nil || dec.Allow {
+		t.Fatalf("a user's model restriction was lost: %+v %v", dec, err)
 	}
 }

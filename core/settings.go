@@ -362,6 +362,24 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 		}
 	}
 	engine, err := rt.buildPolicy(ctx, s)
+	if errors.Is(err, ErrInvalidSettings) && rt.policy.Load() == nil {
+		// Stored by an older version whose rules were looser (a custom role
+		// out-ranking admin, say). Starting without the custom roles keeps
+		// Gatehouse up for an admin to fix them, and fails closed: their
+		// holders rank 0 with no permissions meanwhile. Built-in roles keep
+		// their model restrictions.
+		builtin := Settings{Roles: map[string]RoleSetting{}}
+		for name, r := range s.Roles {
+			if builtinRoles[name] {
+				builtin.Roles[name] = r
+			}
+		}
+		if fallback, ferr := rt.buildPolicy(ctx, builtin); ferr == nil {
+			rt.Logger.Error("the stored settings are not valid any more; starting without their custom roles, whose holders have no permissions until an admin saves valid settings",
+				zap.Error(err))
+			engine, err = fallback, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
