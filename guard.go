@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/guard"
 )
 
@@ -48,11 +49,13 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: loading the gatehouse app: %w", err)
 	}
-	g.guard, err = guard.New(ctx, app.(*App).Runtime(), guard.Options{
+	rt := app.(*App).Runtime()
+	g.guard, err = guard.New(ctx, rt, guard.Options{
 		ModelRoutes:         g.ModelRoutes,
 		ListingRoutes:       g.ListingRoutes,
 		MaxBodyBytes:        g.MaxBodyBytes,
 		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
+		ErrorPage:           admin.ErrorPage(rt),
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)

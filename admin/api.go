@@ -100,7 +100,7 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	if a.hasSessionCookie(r) {
 		if err := a.cop.Check(r); err != nil {
-			WriteProblem(w, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
+			writeProblem(w, problem(http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error()))
 			return true
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"github.com/gatehouse/gatehouse/refusal"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -144,9 +145,9 @@ func (p *pages) renderLoginError(w http.ResponseWriter, status int, message stri
 	p.render(w, status, "error", d)
 }
 
-// RenderErrorPage answers a browser with a Gatehouse error page.
-func RenderErrorPage(w http.ResponseWriter, rt *core.Runtime, status int, title, message string) {
-	newPages(&API{rt: rt}).renderError(w, status, title, message)
+// ErrorPage is the Gatehouse error page for the guard's refusals of browsers.
+func ErrorPage(rt *core.Runtime) refusal.ErrorPage {
+	return newPages(&API{rt: rt}).renderError
 }
 
 // authorizePage is authorize for pages: it sends anonymous browsers to sign in

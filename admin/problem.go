@@ -4,26 +4,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/gatehouse/gatehouse/refusal"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
 )
 
-// Problem is an RFC 9457 problem detail with Gatehouse's error code. It is
-// also the error type the shared operations return, so API and pages answer alike.
-type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Code   string `json:"code"`
-}
-
-func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail) }
+// Problem is the refusal package's problem detail: the error type the shared
+// operations return, so API and pages answer alike.
+type Problem = refusal.Problem
 
 func problem(status int, code, title, detail string) *Problem {
-	return &Problem{Type: "urn:gatehouse:problem:" + code, Title: title, Status: status, Detail: detail, Code: code}
+	return refusal.New(status, code, title, detail)
 }
 
 func badRequest(detail string) *Problem {
@@ -42,17 +35,7 @@ func unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)
 }
 
-// WriteProblem answers with an application/problem+json body.
-func WriteProblem(w http.ResponseWriter, status int, code, title, detail string) {
-	writeProblem(w, problem(status, code, title, detail))
-}
-
-func writeProblem(w http.ResponseWriter, p *Problem) {
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
-}
+func writeProblem(w http.ResponseWriter, p *Problem) { refusal.Write(w, p) }
 
 // writeError answers err as a problem; anything that is not a *Problem is a 503
 // because it means a dependency failed, and the details go to the log only.

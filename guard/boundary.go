@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
+
+	"github.com/gatehouse/gatehouse/refusal"
 )
 
 // The guard's boundary with the backend (spec §6a): whatever the backend's
@@ -90,19 +92,15 @@ func protectedHeader(name string) bool {
 		sameHeaderName(name, "cookie") || sameHeaderName(name, "http2-settings")
 }
 
-// refusal is a request the guard answers 400 before deciding on it.
-type refusal struct {
-	code, title, detail string
-}
-
+// The requests the guard answers 400 before deciding on them.
 var (
-	errUpgrade = &refusal{"upgrade_not_allowed", "Upgrade not allowed",
-		"only a websocket upgrade of a GET request is passed to the backend"}
-	errAmbiguousMethod = &refusal{"ambiguous_request", "Ambiguous request",
-		"the method must be a standard HTTP method in upper case"}
-	errAmbiguousPath = &refusal{"ambiguous_request", "Ambiguous request",
-		`the path holds something backends read differently (";", "\", an encoded "/" or "\", a control character, ` +
-			`a double encoding, or a segment ending in "." or a space)`}
+	errUpgrade = refusal.New(http.StatusBadRequest, "upgrade_not_allowed", "Upgrade not allowed",
+		"only a websocket upgrade of a GET request is passed to the backend")
+	errAmbiguousMethod = refusal.New(http.StatusBadRequest, "ambiguous_request", "Ambiguous request",
+		"the method must be a standard HTTP method in upper case")
+	errAmbiguousPath = refusal.New(http.StatusBadRequest, "ambiguous_request", "Ambiguous request",
+		`the path holds something backends read differently (";", "\", an encoded "/" or "\", a control character, `+
+			`a double encoding, or a segment ending in "." or a space)`)
 )
 
 // requestMethod is the method the backend will see: an HTTP/2 or HTTP/3
@@ -124,7 +122,7 @@ func isExtendedConnectWebsocket(r *http.Request) bool {
 // checkUpgrade lets through only a websocket upgrade of a GET: any other
 // upgrade (h2c, TLS/1.x) would let the backend speak another protocol on the
 // connection, past the guard. CONNECT opens a tunnel and is refused too.
-func checkUpgrade(r *http.Request) *refusal {
+func checkUpgrade(r *http.Request) *refusal.Problem {
 	if r.Method == http.MethodConnect {
 		if isExtendedConnectWebsocket(r) {
 			return nil
@@ -153,7 +151,7 @@ var knownMethods = map[string]bool{
 // ";" parameter, a backslash, an encoded "/" or "\", a control character
 // (NUL), a percent sign that still decodes (a double encoding), or a segment
 // ending in "." or a space ("..", "x." and "x " included).
-func checkAmbiguous(r *http.Request) *refusal {
+func checkAmbiguous(r *http.Request) *refusal.Problem {
 	if !knownMethods[r.Method] {
 		return errAmbiguousMethod
 	}

@@ -15,10 +15,10 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/refusal"
 )
 
 // Identity headers set for the upstream.
@@ -37,6 +37,7 @@ type Guard struct {
 	cop            *http.CrossOriginProtection
 	maxBody        int64
 	allowAmbiguous bool
+	errorPage      refusal.ErrorPage
 }
 
 // Options tune a guard; zero values take the defaults.
@@ -49,6 +50,9 @@ type Options struct {
 	// AllowAmbiguousPaths passes paths and methods that backends could read
 	// differently (spec §6a) instead of refusing them with 400.
 	AllowAmbiguousPaths bool
+	// ErrorPage answers refused browsers; default refusal.PlainErrorPage
+	// (the Caddy module passes the Gatehouse page).
+	ErrorPage refusal.ErrorPage
 }
 
 // DefaultMaxBodyBytes bounds the body read to find the model.
@@ -57,7 +61,10 @@ const DefaultMaxBodyBytes = 8 << 20
 // New returns a guard over the runtime; its extra routes join the runtime's
 // route table, which the policy reads too.
 func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
-	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths}
+	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths, errorPage: o.ErrorPage}
+	if g.errorPage == nil {
+		g.errorPage = refusal.PlainErrorPage
+	}
 	if g.maxBody <= 0 {
 		g.maxBody = DefaultMaxBodyBytes
 	}
@@ -78,13 +85,13 @@ func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 // answers it. It never passes a request it could not decide on.
 func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request) error) error {
 	sanitizeHeaders(r.Header)
-	if ref := checkUpgrade(r); ref != nil {
-		admin.WriteProblem(w, http.StatusBadRequest, ref.code, ref.title, ref.detail)
+	if p := checkUpgrade(r); p != nil {
+		refusal.Write(w, p)
 		return nil
 	}
 	if !g.allowAmbiguous {
-		if ref := checkAmbiguous(r); ref != nil {
-			admin.WriteProblem(w, http.StatusBadRequest, ref.code, ref.title, ref.detail)
+		if p := checkAmbiguous(r); p != nil {
+			refusal.Write(w, p)
 			return nil
 		}
 	}
@@ -104,7 +111,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 
 	if sub.Auth == "session" {
 		if err := g.cop.Check(r); err != nil {
-			admin.WriteProblem(w, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
+			refusal.WriteProblem(w, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
 			return nil
 		}
 	}
@@ -210,7 +217,7 @@ func (g *Guard) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, in
 		code, title = "invalid_token", "Invalid credentials"
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
-	admin.WriteProblem(w, http.StatusUnauthorized, code, title, "sign in or send a valid bearer token")
+	refusal.WriteProblem(w, http.StatusUnauthorized, code, title, "sign in or send a valid bearer token")
 }
 
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject, code, reason string) {
@@ -241,20 +248,20 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject
 		status = http.StatusNotFound
 	}
 	if isBrowserNavigation(r) {
-		admin.RenderErrorPage(w, g.rt, status, title, reason)
+		g.errorPage(w, status, title, reason)
 		return
 	}
-	admin.WriteProblem(w, status, code, title, reason)
+	refusal.WriteProblem(w, status, code, title, reason)
 }
 
 func (g *Guard) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	g.rt.Logger.Error("guard cannot decide; refusing", zap.String("path", r.URL.Path), zap.Error(err))
 	w.Header().Set("Retry-After", "5")
 	if isBrowserNavigation(r) {
-		admin.RenderErrorPage(w, g.rt, http.StatusServiceUnavailable, "Temporarily unavailable",
+		g.errorPage(w, http.StatusServiceUnavailable, "Temporarily unavailable",
 			"Gatehouse cannot check your access right now. Please try again shortly.")
 		return
 	}
-	admin.WriteProblem(w, http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+	refusal.WriteProblem(w, http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 		"Gatehouse cannot decide on this request right now")
 }

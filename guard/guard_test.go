@@ -15,6 +15,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
+	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/devidp"
 	"github.com/gatehouse/gatehouse/guard"
@@ -62,7 +63,7 @@ func newFixtureWith(t testing.TB, o core.Options) *fixture {
 	}
 	// Close may report the store as already closed by a fail-closed test.
 	t.Cleanup(func() { _ = rt.Close() })
-	g, err := guard.New(context.Background(), rt, guard.Options{})
+	g, err := guard.New(context.Background(), rt, guard.Options{ErrorPage: admin.ErrorPage(rt)})
 	if err != nil {
 		t.Fatalf("new guard: %v", err)
 	}

@@ -1,0 +1,59 @@
+// Package refusal writes Gatehouse's refusals: RFC 9457 problem+json bodies
+// with Gatehouse's error code, and the signature of the HTML error page shown
+// to browsers. The guard and the HTTP API both answer through it; it imports
+// nothing of Gatehouse, so anything may import it.
+package refusal
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+)
+
+// Problem is an RFC 9457 problem detail with Gatehouse's error code. It is
+// also an error, so operations can return it and one place writes it.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	Code   string `json:"code"`
+}
+
+func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail) }
+
+// New returns a problem whose type is urn:gatehouse:problem:<code>.
+func New(status int, code, title, detail string) *Problem {
+	return &Problem{Type: "urn:gatehouse:problem:" + code, Title: title, Status: status, Detail: detail, Code: code}
+}
+
+// Write answers with p as application/problem+json.
+func Write(w http.ResponseWriter, p *Problem) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(p)
+}
+
+// WriteProblem is Write(w, New(status, code, title, detail)).
+func WriteProblem(w http.ResponseWriter, status int, code, title, detail string) {
+	Write(w, New(status, code, title, detail))
+}
+
+// ErrorPage answers a browser with an HTML error page. The pages provide the
+// real one; PlainErrorPage stands in where none was given.
+type ErrorPage func(w http.ResponseWriter, status int, title, message string)
+
+var plain = template.Must(template.New("error").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title></head>
+<body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
+`))
+
+// PlainErrorPage is a minimal error page.
+func PlainErrorPage(w http.ResponseWriter, status int, title, message string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = plain.Execute(w, struct{ Title, Message string }{title, message})
+}
