@@ -83,6 +83,13 @@ func TestBrowserAccountPersonalToken(t *testing.T) {
 	if !strings.HasPrefix(scriptSrc, "script-src 'nonce-") || strings.Contains(scriptSrc, "unsafe-inline") {
 		t.Errorf("the page with the new token has CSP %q, want scripts allowed by nonce only", csp)
 	}
+	// Styles come from the one stylesheet the CSP allows, none inline.
+	if strings.Contains(csp, "unsafe-inline") || !strings.Contains(csp, "style-src 'self'") {
+		t.Errorf("CSP %q, want style-src 'self' and nothing unsafe-inline", csp)
+	}
+	if bg := run(b, "reading the page's style", chromedp.Evaluate[string](`getComputedStyle(document.body).backgroundColor`)); bg != "rgb(245, 246, 248)" {
+		t.Errorf("the page's background is %q: the stylesheet did not apply", bg)
+	}
 	b.expectText("#created-token h2", "Token “laptop script” created")
 	token := b.value("#new-token")
 	if strings.Count(token, ".") != 2 {
