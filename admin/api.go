@@ -1,6 +1,8 @@
 // Package admin serves Gatehouse's HTTP API (under /api by default) and its
 // server-rendered pages (under /gatehouse by default). Every route asks the
-// policy; the handlers hold no role checks of their own.
+// policy; the handlers hold no role checks of their own, and every change
+// they make goes through core. Only the Caddy module (the module root)
+// imports it.
 package admin
 
 import (

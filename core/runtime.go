@@ -1,7 +1,9 @@
 // Package core assembles Gatehouse's runtime from configuration — store,
 // sessions, OIDC client, signing keys, policy engine, notifier — and offers the
 // operations the guard and the API share: identify a request's subject, ask
-// the policy, record audit events.
+// the policy, record audit events — and is the one place every change of
+// authority is made (authority.go, settings.go, tokens.go). The guard, the
+// API and the Caddy module import it; it imports no HTTP handler package.
 package core
 
 import (

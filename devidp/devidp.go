@@ -2,6 +2,7 @@
 // zitadel/oidc op.Provider with an in-memory storage and a page that lets
 // anyone pick one of the configured users. It exists so Gatehouse can be tried
 // without an identity provider of one's own, and must never guard real data.
+// Only core imports it.
 package devidp
 
 import (

@@ -1,6 +1,7 @@
 // Package guard decides, for every request to the protected backend, who is
 // calling and whether they may (spec §6): identify → ask the policy → pass
-// with identity headers, or refuse.
+// with identity headers, or refuse. Only the Caddy module imports it; it
+// answers through refusal and never imports the API or the pages.
 package guard
 
 import (

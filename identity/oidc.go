@@ -1,7 +1,8 @@
 // Package identity is Gatehouse's browser identity layer: the OpenID Connect
 // relying party that signs people in at the configured IdP, the sealed cookie
 // that carries a login between /api/auth/login and /api/auth/callback, and the
-// server-side sessions that follow a successful sign-in.
+// server-side sessions that follow a successful sign-in. core, guard and
+// admin import it; it imports only store.
 package identity
 
 import (

@@ -1,7 +1,8 @@
 // Package keys holds Gatehouse's cryptographic material: the master secret and
 // the purpose-bound sealers derived from it, the ring of signing keys kept
 // (sealed) in the store and published as a JWKS, and the short-lived
-// assertions Gatehouse hands to the protected upstream.
+// assertions Gatehouse hands to the protected upstream. core (and tokens,
+// through an interface) use it; it imports only store.
 package keys
 
 import (

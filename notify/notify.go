@@ -3,7 +3,8 @@
 // as the decision, and a Worker delivers them afterwards — as signed webhooks
 // and SMTP email — retrying with back-off, so a crash between the decision and
 // the delivery loses nothing. Delivery is at-least-once: webhook receivers
-// de-duplicate on the X-Gatehouse-Delivery header.
+// de-duplicate on the X-Gatehouse-Delivery header. Only core imports it; it
+// imports only store.
 package notify
 
 import (

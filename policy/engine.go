@@ -1,7 +1,9 @@
 // Package policy makes every Gatehouse allow/deny decision by evaluating Rego
 // in-process with embedded OPA. The default policy (rego/authz.rego) and its
 // data (rego/data.json) are compiled into the binary; Options add rules, replace
-// the policy or overlay the data.
+// the policy or overlay the data. The route table of the data is read here
+// for the guard too (routes.go). core, guard and admin import it; it imports
+// nothing of Gatehouse.
 package policy
 
 import (

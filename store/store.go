@@ -2,6 +2,7 @@
 // requests, audit events, the notification outbox, signing keys and runtime
 // settings — behind one interface with several backends (SQLite embedded,
 // PostgreSQL shared). Every backend runs the conformance suite in storetest.
+// Everything below the handlers imports it; it imports nothing of Gatehouse.
 package store
 
 import (

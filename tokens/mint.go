@@ -1,7 +1,8 @@
 // Package tokens mints and verifies Gatehouse API tokens (spec §5): JWTs of
 // type at+jwt signed by the key ring, which programs present as
 // `Authorization: Bearer <token>`. Verification is the guard's hot path, so a
-// Verifier remembers the tokens it has verified until they expire.
+// Verifier remembers the tokens it has verified until they expire. Only core
+// imports it.
 package tokens
 
 import (
