@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +40,8 @@ type fanoutEvent struct {
 }
 
 type fanout struct {
-	rdb       *redis.Client
+	rdb       *redis.Client // shared by the runtimes of this process (shared.go)
+	release   func()
 	instance  string
 	outbox    chan fanoutEvent // announcements waiting for the publisher
 	lastHeard atomic.Int64     // unix nanoseconds of the last own heartbeat heard back
@@ -49,15 +49,16 @@ type fanout struct {
 }
 
 func newFanout(url string) (*fanout, error) {
-	opts, err := redis.ParseURL(url)
+	rdb, release, err := acquireRedis(url)
 	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
+		return nil, err
 	}
 	id := make([]byte, 8)
 	if _, err := rand.Read(id); err != nil {
+		release()
 		return nil, err
 	}
-	return &fanout{rdb: redis.NewClient(opts), instance: hex.EncodeToString(id), outbox: make(chan fanoutEvent, 1024)}, nil
+	return &fanout{rdb: rdb, release: release, instance: hex.EncodeToString(id), outbox: make(chan fanoutEvent, 1024)}, nil
 }
 
 // announce queues a change for the other instances. It never blocks or

@@ -95,6 +95,8 @@ type Runtime struct {
 	assertions      assertionCache
 	inflight        inflight
 
+	releaseStore func() // gives the shared store back (shared.go)
+
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
@@ -121,14 +123,17 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
 	}
 
-	rt.Store, err = openStore(ctx, o.StoreDriver, o.StoreDSN, o.StoreTimeout)
+	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.StoreDriver, o.StoreDSN, o.StoreTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	ok := false
 	defer func() {
 		if !ok {
-			rt.Store.Close()
+			if rt.fanout != nil {
+				rt.fanout.release()
+			}
+			rt.releaseStore()
 		}
 	}()
 
@@ -354,13 +359,15 @@ func (rt *Runtime) Stop() {
 	rt.writeTokenUsage(context.Background())
 }
 
-// Close releases the store and the Redis client.
+// Close gives back the store and the Redis client: they close when no other
+// runtime of this process (the next configuration) shares them.
 func (rt *Runtime) Close() error {
 	rt.Stop()
 	if rt.fanout != nil {
-		rt.fanout.rdb.Close()
+		rt.fanout.release()
 	}
-	return rt.Store.Close()
+	rt.releaseStore()
+	return nil
 }
 
 // WakeNotifier asks for prompt delivery of freshly enqueued notifications.

@@ -1,0 +1,96 @@
+package tests
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestReloadKeepsTheStoreAndRedisConnections: `caddy reload` with an
+// unchanged store and Redis keeps their connections: the new configuration
+// shares them with the old one instead of opening its own (issue 9).
+func TestReloadKeepsTheStoreAndRedisConnections(t *testing.T) {
+	pg := newPrivatePostgres(t)
+	rds := newPrivateRedis(t)
+	adminPort := freePort(t)
+	in := startInstance(t, instanceConfig{
+		adminPort:   adminPort,
+		storeLine:   "store postgres " + pg.URL,
+		extraGlobal: "\t\tsecret this-is-a-shared-test-secret-of-40-chars\n\t\tredis " + rds.URL,
+	})
+	bobC := activeClient(t, in, bob)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	backends := func() []int {
+		rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY pid`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	opts, _ := redis.ParseURL(rds.URL)
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	redisClients := func() []string {
+		list, err := rc.ClientList(ctx).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			if !strings.Contains(line, "cmd=client|list") {
+				ids = append(ids, strings.Fields(line)[0])
+			}
+		}
+		return ids
+	}
+	before, beforeRedis := backends(), redisClients()
+	if len(before) == 0 || len(beforeRedis) == 0 {
+		t.Fatalf("no connections to look at: PostgreSQL %v, Redis %v", before, beforeRedis)
+	}
+	for i := range 3 {
+		reload := exec.Command(caddyBin, "reload", "--config", filepath.Join(in.dir, "Caddyfile"), "--adapter", "caddyfile",
+			"--address", "localhost:"+itoa(adminPort), "--force")
+		reload.Dir = in.dir
+		if out, err := reload.CombinedOutput(); err != nil {
+			t.Fatalf("caddy reload %d: %v\n%s", i+1, err, out)
+		}
+		if r := bobC.get("/anything"); r.StatusCode != http.StatusOK {
+			t.Fatalf("after reload %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+	after, afterRedis := backends(), redisClients()
+	t.Logf("PostgreSQL client backends before %v, after three reloads %v; Redis clients before %v, after %v", before, after, beforeRedis, afterRedis)
+	for _, pid := range before {
+		if !slices.Contains(after, pid) {
+			t.Errorf("PostgreSQL connection %d was closed by a reload (before %v, after %v)", pid, before, after)
+		}
+	}
+	if len(after) > len(before)+4 {
+		t.Errorf("%d PostgreSQL connections after three reloads, %d before", len(after), len(before))
+	}
+	kept := 0
+	for _, id := range beforeRedis {
+		if slices.Contains(afterRedis, id) {
+			kept++
+		}
+	}
+	if kept == 0 {
+		t.Errorf("every Redis connection was replaced by the reloads: before %v, after %v", beforeRedis, afterRedis)
+	}
+}
