@@ -147,7 +147,10 @@ func TestNewRingCreatesSealedFirstKey(t *testing.T) {
 		t.Fatalf("sealed private key is not PKCS #8: %v", err)
 	}
 	private := parsed.(*ecdsa.PrivateKey)
-	d := private.D.FillBytes(make([]byte, 32))
+	d, err := private.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, form := range [][]byte{d, []byte(base64.RawURLEncoding.EncodeToString(d)), []byte(base64.StdEncoding.EncodeToString(d))} {
 		if bytes.Contains(rec.PrivateSealed, form) {
 			t.Fatal("sealed private key contains the private scalar D")

@@ -162,6 +162,9 @@ func (b *h2cBackend) upgrade(w http.ResponseWriter, r *http.Request) {
 	rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
 	rw.Flush()
 	b.add(served{Method: r.Method, Path: r.URL.Path, Proto: "h2c upgrade", Header: r.Header.Clone()})
+	// ServeConn with UpgradeRequest is what serving an upgraded connection
+	// takes; net/http has no h2c upgrade of its own to offer instead.
+	//lint:ignore SA1019 the deprecated API is the one that serves an h2c upgrade
 	(&http2.Server{}).ServeConn(&bufferedConn{Conn: conn, r: rw.Reader}, &http2.ServeConnOpts{
 		Handler:        http.HandlerFunc(b.serve),
 		UpgradeRequest: r,
