@@ -86,18 +86,24 @@ type DecisionRequest struct {
 	Subject *Subject
 	// Method is the method the backend will act on, when it is not r.Method
 	// (an HTTP/2 websocket's CONNECT reaches it as a GET).
-	Method   string
-	APIRoute string // "" for backend requests
-	Target   *policy.Target
-	Change   *policy.Change
-	Model    *string
+	Method string
+	// Path and PathFolded are CleanPath(r.URL.Path) and its folding, when the
+	// caller has worked them out already (the guard has).
+	Path, PathFolded string
+	APIRoute         string // "" for backend requests
+	Target           *policy.Target
+	Change           *policy.Change
+	Model            *string
 }
 
 // Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
 // Backend decisions of a cacheable policy are remembered.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
 	engine := rt.Policy()
-	reqPath := CleanPath(r.URL.Path)
+	reqPath, folded := d.Path, d.PathFolded
+	if reqPath == "" {
+		reqPath, folded = CleanPath(r.URL.Path), ""
+	}
 	method := d.Method
 	if method == "" {
 		method = strings.ToUpper(r.Method)
@@ -110,11 +116,14 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 			return dec, nil
 		}
 	}
+	if folded == "" {
+		folded = policy.FoldPath(reqPath)
+	}
 	in := &policy.Input{
 		Request: policy.Request{
 			Method:     method,
 			Path:       reqPath,
-			PathFolded: policy.FoldPath(reqPath),
+			PathFolded: folded,
 			Host:       r.Host,
 			Query:      r.URL.RawQuery,
 			Headers:    lowerHeaders(r.Header),

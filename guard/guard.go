@@ -119,7 +119,8 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 
 	method := strings.ToUpper(requestMethod(r))
 	cleaned := core.CleanPath(r.URL.Path)
-	route := g.rt.Policy().Routes().Match(method, policy.FoldPath(cleaned))
+	folded := policy.FoldPath(cleaned)
+	route := g.rt.Policy().Routes().Match(method, folded)
 	var model *string
 	if route != nil && route.ModelFrom != policy.ModelFromNone {
 		m, found, ok := g.readModel(w, r, route, cleaned)
@@ -131,7 +132,8 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Method: method, Model: model})
+	dr := core.DecisionRequest{Subject: sub, Method: method, Path: cleaned, PathFolded: folded, Model: model}
+	dec, err := g.rt.Decide(r, dr)
 	if err != nil {
 		g.unavailable(w, r, err)
 		return nil
@@ -163,10 +165,10 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	}
 	// The request runs only as long as what allowed it: a stream is cut
 	// once the token is revoked, the session ends or the user loses access.
-	r, done := g.rt.Track(r, core.DecisionRequest{Subject: sub, Method: method, Model: model})
+	r, done := g.rt.Track(r, dr)
 	defer done()
 	if route != nil && route.Kind == policy.KindListing {
-		return g.filterListing(w, r, sub, method, next)
+		return g.filterListing(w, r, dr, next)
 	}
 	return next(w, r)
 }

@@ -64,7 +64,7 @@ func (g *Guard) readModel(w http.ResponseWriter, r *http.Request, route *policy.
 // filterListing passes a model listing through, keeping only the models the
 // caller may use. A listing it cannot read is refused (502) rather than
 // passed unfiltered.
-func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.Subject, method string, next func(http.ResponseWriter, *http.Request) error) error {
+func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, dr core.DecisionRequest, next func(http.ResponseWriter, *http.Request) error) error {
 	// Ask for an uncompressed listing so it can be read.
 	r.Header.Del("Accept-Encoding")
 	rec := newRecorder()
@@ -83,7 +83,9 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, sub *core.
 	}
 	allow := func(model string) (bool, error) {
 		m := model
-		dec, err := g.rt.Decide(r, core.DecisionRequest{Subject: sub, Method: method, Model: &m})
+		d := dr
+		d.Model = &m
+		dec, err := g.rt.Decide(r, d)
 		if err != nil {
 			return false, err
 		}
