@@ -1,7 +1,8 @@
 // Package store keeps Gatehouse's durable state — users, sessions, access
-// requests, audit events, the notification outbox, signing keys and runtime
-// settings — behind one interface with several backends (SQLite embedded,
-// PostgreSQL shared). Every backend runs the conformance suite in storetest.
+// requests, audit events, the notification outbox, signing keys, runtime
+// settings and API tokens — behind one interface with several backends
+// (SQLite embedded, PostgreSQL shared). Every backend runs the conformance
+// suite in storetest.
 // Everything below the handlers imports it; it imports nothing of Gatehouse.
 package store
 
