@@ -7,7 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/gatehouse/gatehouse/admin"
+	"github.com/gatehouse/gatehouse/api"
+	"github.com/gatehouse/gatehouse/pages"
 )
 
 func init() {
@@ -17,7 +18,7 @@ func init() {
 // APIHandler is the http.handlers.gatehouse_api module: it serves Gatehouse's
 // own routes (API, pages, JWKS, dev IdP) and hands every other request on.
 type APIHandler struct {
-	api *admin.API
+	api *api.API
 }
 
 // CaddyModule returns the Caddy module information.
@@ -34,7 +35,8 @@ func (h *APIHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse_api: loading the gatehouse app: %w", err)
 	}
-	h.api = admin.NewAPI(app.(*App).Runtime())
+	rt := app.(*App).Runtime()
+	h.api = api.New(rt, pages.New(rt))
 	return nil
 }
 

@@ -12,6 +12,11 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/notify"
 )
 
 func init() {
@@ -73,204 +78,201 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 // UnmarshalCaddyfile sets up the app from Caddyfile tokens.
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // option name
+	return parseBlock(d, "gatehouse", map[string]subdirective{
+		"public_url":           stringArg(&a.PublicURL),
+		"store":                a.unmarshalStore,
+		"redis":                stringArg(&a.Redis),
+		"oidc":                 a.unmarshalOIDC,
+		"dev_idp":              a.unmarshalDevIdP,
+		"bootstrap_admin":      appendArgs(&a.BootstrapAdmins),
+		"policy":               appendArgs(&a.PolicyPaths),
+		"secret":               stringArg(&a.Secret),
+		"secret_file":          stringArg(&a.SecretFile),
+		"api_prefix":           stringArg(&a.APIPrefix),
+		"pages_prefix":         stringArg(&a.PagesPrefix),
+		"session_lifetime":     durationArg(&a.SessionLifetime),
+		"session_idle_timeout": durationArg(&a.SessionIdleTimeout),
+		"signing_algorithm":    stringArg(&a.SigningAlgorithm),
+		"token_lifetime":       a.unmarshalTokenLifetime,
+		"token_audience":       appendArgs(&a.TokenAudiences),
+		"max_staleness":        durationArg(&a.MaxStaleness),
+		"store_timeout":        durationArg(&a.StoreTimeout),
+		"notify":               a.unmarshalNotify,
+	})
+}
+
+// subdirective parses one line of a block, and the block it opens if any;
+// the dispenser is at the subdirective's name.
+type subdirective func(d *caddyfile.Dispenser) error
+
+// parseBlock parses the block of a directive that takes no arguments, each
+// subdirective with its parser. block names the directive in errors.
+func parseBlock(d *caddyfile.Dispenser, block string, subdirectives map[string]subdirective) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "public_url":
-			err = singleArg(d, &a.PublicURL)
-		case "store":
-			args := d.RemainingArgs()
-			if len(args) < 1 || len(args) > 2 {
-				return d.ArgErr()
-			}
-			a.Store = &StoreConfig{Driver: args[0]}
-			if len(args) == 2 {
-				a.Store.DSN = args[1]
-			}
-		case "redis":
-			err = singleArg(d, &a.Redis)
-		case "oidc":
-			a.OIDC = new(OIDCConfig)
-			err = a.OIDC.unmarshal(d)
-		case "dev_idp":
-			a.DevIdP = new(DevIdPConfig)
-			err = a.DevIdP.unmarshal(d)
-		case "bootstrap_admin":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			a.BootstrapAdmins = append(a.BootstrapAdmins, args...)
-		case "policy":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			a.Policy = append(a.Policy, args...)
-		case "secret":
-			err = singleArg(d, &a.Secret)
-		case "secret_file":
-			err = singleArg(d, &a.SecretFile)
-		case "api_prefix":
-			err = singleArg(d, &a.APIPrefix)
-		case "pages_prefix":
-			err = singleArg(d, &a.PagesPrefix)
-		case "session_lifetime":
-			err = durationArg(d, &a.SessionLifetime)
-		case "session_idle_timeout":
-			err = durationArg(d, &a.SessionIdleTimeout)
-		case "signing_algorithm":
-			err = singleArg(d, &a.SigningAlgorithm)
-		case "token_lifetime":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("gatehouse: token_lifetime takes <personal|user|system> <duration>")
-			}
-			dur, err := caddy.ParseDuration(args[1])
-			if err != nil || dur <= 0 {
-				return d.Errf("gatehouse: token_lifetime: bad duration %q", args[1])
-			}
-			if a.TokenLifetimes == nil {
-				a.TokenLifetimes = map[string]caddy.Duration{}
-			}
-			a.TokenLifetimes[args[0]] = caddy.Duration(dur)
-		case "token_audience":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.ArgErr()
-			}
-			a.TokenAudiences = append(a.TokenAudiences, args...)
-		case "max_staleness":
-			err = durationArg(d, &a.MaxStaleness)
-		case "store_timeout":
-			err = durationArg(d, &a.StoreTimeout)
-		case "notify":
-			a.Notify = new(NotifyConfig)
-			err = a.Notify.unmarshal(d)
-		default:
-			return d.Errf("gatehouse: unrecognized subdirective %s", d.Val())
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		parse, ok := subdirectives[d.Val()]
+		if !ok {
+			return d.Errf("%s: unrecognized subdirective %s", block, d.Val())
 		}
-		if err != nil {
+		if err := parse(d); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (o *OIDCConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
+func (a *App) unmarshalStore(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) < 1 || len(args) > 2 {
 		return d.ArgErr()
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "issuer":
-			err = singleArg(d, &o.Issuer)
-		case "client_id":
-			err = singleArg(d, &o.ClientID)
-		case "client_secret":
-			err = singleArg(d, &o.ClientSecret)
-		case "scopes":
+	a.Store = &core.StoreConfig{Driver: args[0]}
+	if len(args) == 2 {
+		a.Store.DSN = args[1]
+	}
+	return nil
+}
+
+func (a *App) unmarshalOIDC(d *caddyfile.Dispenser) error {
+	o := new(identity.RPConfig)
+	a.OIDC = o
+	return parseBlock(d, "gatehouse: oidc", map[string]subdirective{
+		"issuer":        stringArg(&o.Issuer),
+		"client_id":     stringArg(&o.ClientID),
+		"client_secret": stringArg(&o.ClientSecret),
+		"scopes": func(d *caddyfile.Dispenser) error {
 			o.Scopes = d.RemainingArgs()
 			if len(o.Scopes) == 0 {
 				return d.ArgErr()
 			}
-		default:
-			return d.Errf("gatehouse: oidc: unrecognized subdirective %s", d.Val())
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+			return nil
+		},
+	})
 }
 
-func (c *DevIdPConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "user":
+func (a *App) unmarshalDevIdP(d *caddyfile.Dispenser) error {
+	c := new(devidp.Config)
+	a.DevIdP = c
+	return parseBlock(d, "gatehouse: dev_idp", map[string]subdirective{
+		"user": func(d *caddyfile.Dispenser) error {
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
 				return d.ArgErr()
 			}
-			u := DevUser{Email: args[0]}
+			u := devidp.User{Email: args[0]}
 			if len(args) == 2 {
 				u.Name = args[1]
 			}
 			c.Users = append(c.Users, u)
-		default:
-			return d.Errf("gatehouse: dev_idp: unrecognized subdirective %s", d.Val())
-		}
+			return nil
+		},
+	})
+}
+
+func (a *App) unmarshalTokenLifetime(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return d.Errf("gatehouse: token_lifetime takes <personal|user|system> <duration>")
 	}
+	dur, err := caddy.ParseDuration(args[1])
+	if err != nil || dur <= 0 {
+		return d.Errf("gatehouse: token_lifetime: bad duration %q", args[1])
+	}
+	if a.TokenLifetimes == nil {
+		a.TokenLifetimes = map[string]caddy.Duration{}
+	}
+	a.TokenLifetimes[args[0]] = caddy.Duration(dur)
 	return nil
 }
 
-func (n *NotifyConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "webhook":
+func (a *App) unmarshalNotify(d *caddyfile.Dispenser) error {
+	n := new(notify.Config)
+	a.Notify = n
+	return parseBlock(d, "gatehouse: notify", map[string]subdirective{
+		"webhook": func(d *caddyfile.Dispenser) error {
 			args := d.RemainingArgs()
 			if len(args) != 2 {
 				return d.Errf("gatehouse: notify: webhook takes <url> <secret>")
 			}
-			n.Webhooks = append(n.Webhooks, WebhookConfig{URL: args[0], Secret: args[1]})
-		case "smtp":
-			n.SMTP = new(SMTPConfig)
-			if err := n.SMTP.unmarshal(d); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("gatehouse: notify: unrecognized subdirective %s", d.Val())
-		}
-	}
-	return nil
+			n.Webhooks = append(n.Webhooks, notify.WebhookConfig{URL: args[0], Secret: args[1]})
+			return nil
+		},
+		"smtp": func(d *caddyfile.Dispenser) error {
+			n.SMTP = new(notify.SMTPConfig)
+			return unmarshalSMTP(d, n.SMTP)
+		},
+	})
 }
 
-func (s *SMTPConfig) unmarshal(d *caddyfile.Dispenser) error {
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		var err error
-		switch d.Val() {
-		case "host":
-			err = singleArg(d, &s.Host)
-		case "port":
+func unmarshalSMTP(d *caddyfile.Dispenser, s *notify.SMTPConfig) error {
+	return parseBlock(d, "gatehouse: notify: smtp", map[string]subdirective{
+		"host": stringArg(&s.Host),
+		"port": func(d *caddyfile.Dispenser) error {
 			var v string
-			if err = singleArg(d, &v); err == nil {
-				s.Port, err = strconv.Atoi(v)
-				if err != nil || s.Port <= 0 || s.Port > 65535 {
-					return d.Errf("gatehouse: notify: smtp: bad port %q", v)
-				}
+			if err := singleArg(d, &v); err != nil {
+				return err
 			}
-		case "username":
-			err = singleArg(d, &s.Username)
-		case "password":
-			err = singleArg(d, &s.Password)
-		case "from":
-			err = singleArg(d, &s.From)
-		case "tls":
-			err = singleArg(d, &s.TLS)
-			if err == nil && s.TLS != "starttls" && s.TLS != "tls" && s.TLS != "none" {
-				return d.Errf("gatehouse: notify: smtp: tls must be starttls, tls or none, not %q", s.TLS)
+			port, err := strconv.Atoi(v)
+			if err != nil || port <= 0 || port > 65535 {
+				return d.Errf("gatehouse: notify: smtp: bad port %q", v)
 			}
-		default:
-			return d.Errf("gatehouse: notify: smtp: unrecognized subdirective %s", d.Val())
+			s.Port = port
+			return nil
+		},
+		"username": stringArg(&s.Username),
+		"password": stringArg(&s.Password),
+		"from":     stringArg(&s.From),
+		"tls": func(d *caddyfile.Dispenser) error {
+			if err := singleArg(d, &s.TLS); err != nil {
+				return err
+			}
+			switch s.TLS {
+			case notify.TLSStartTLS, notify.TLSImplicit, notify.TLSNone:
+				return nil
+			}
+			return d.Errf("gatehouse: notify: smtp: tls must be starttls, tls or none, not %q", s.TLS)
+		},
+	})
+}
+
+// stringArg parses a subdirective with one argument into dst.
+func stringArg(dst *string) subdirective {
+	return func(d *caddyfile.Dispenser) error { return singleArg(d, dst) }
+}
+
+// appendArgs parses a subdirective with one or more arguments, which may
+// repeat, onto dst.
+func appendArgs(dst *[]string) subdirective {
+	return func(d *caddyfile.Dispenser) error {
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
 		}
-		if err != nil {
+		*dst = append(*dst, args...)
+		return nil
+	}
+}
+
+// durationArg parses a subdirective with one duration, in Caddy's syntax
+// (which knows days: 7d), into dst.
+func durationArg(dst *caddy.Duration) subdirective {
+	return func(d *caddyfile.Dispenser) error {
+		var v string
+		if err := singleArg(d, &v); err != nil {
 			return err
 		}
+		dur, err := caddy.ParseDuration(v)
+		if err == nil && dur < 0 {
+			err = errors.New("negative")
+		}
+		if err != nil {
+			return d.Errf("gatehouse: bad duration %q: %v", v, err)
+		}
+		*dst = caddy.Duration(dur)
+		return nil
 	}
-	return nil
 }
 
 func singleArg(d *caddyfile.Dispenser, dst *string) error {
@@ -281,22 +283,6 @@ func singleArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	return nil
-}
-
-func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
-	var v string
-	if err := singleArg(d, &v); err != nil {
-		return err
-	}
-	dur, err := caddy.ParseDuration(v)
-	if err == nil && dur < 0 {
-		err = errors.New("negative")
-	}
-	if err != nil {
-		return d.Errf("gatehouse: bad duration %q: %v", v, err)
-	}
-	*dst = caddy.Duration(dur)
 	return nil
 }
 
@@ -323,48 +309,53 @@ func parseAPIDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Guard)
 	h.Next()
-	if h.NextArg() {
-		return nil, h.ArgErr()
-	}
-	for h.NextBlock(0) {
-		switch h.Val() {
-		case "model_routes", "listing_routes":
-			name := h.Val()
-			args := h.RemainingArgs()
-			if len(args) == 0 {
-				return nil, h.ArgErr()
-			}
-			for _, a := range args {
-				method, path, ok := strings.Cut(a, " ")
-				if !ok || method == "" || !strings.HasPrefix(path, "/") || method != strings.ToUpper(method) {
-					return nil, h.Errf("gatehouse: %s: %q must be a quoted \"METHOD /path\"", name, a)
-				}
-			}
-			if name == "model_routes" {
-				g.ModelRoutes = append(g.ModelRoutes, args...)
-			} else {
-				g.ListingRoutes = append(g.ListingRoutes, args...)
-			}
-		case "max_body":
+	err := parseBlock(h.Dispenser, "gatehouse", map[string]subdirective{
+		"model_routes":   routesArg(&g.ModelRoutes),
+		"listing_routes": routesArg(&g.ListingRoutes),
+		"max_body": func(d *caddyfile.Dispenser) error {
 			var v string
-			if err := singleArg(h.Dispenser, &v); err != nil {
-				return nil, err
+			if err := singleArg(d, &v); err != nil {
+				return err
 			}
 			size, err := humanize.ParseBytes(v)
 			if err != nil || size == 0 || size > 1<<30 {
-				return nil, h.Errf("gatehouse: max_body: bad size %q (e.g. 8MB, at most 1GB)", v)
+				return d.Errf("gatehouse: max_body: bad size %q (e.g. 8MB, at most 1GB)", v)
 			}
 			g.MaxBodyBytes = int64(size)
-		case "allow_ambiguous_paths":
-			if h.NextArg() {
-				return nil, h.ArgErr()
+			return nil
+		},
+		"allow_ambiguous_paths": func(d *caddyfile.Dispenser) error {
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 			g.AllowAmbiguousPaths = true
-		default:
-			return nil, h.Errf("gatehouse: unrecognized subdirective %s", h.Val())
-		}
+			return nil
+		},
+	})
+	if err != nil {
+		return nil, err
 	}
 	return g, nil
+}
+
+// routesArg parses a route table subdirective, whose arguments are quoted
+// "METHOD /path" routes, onto dst.
+func routesArg(dst *[]string) subdirective {
+	return func(d *caddyfile.Dispenser) error {
+		name := d.Val()
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		for _, a := range args {
+			method, path, ok := strings.Cut(a, " ")
+			if !ok || method == "" || !strings.HasPrefix(path, "/") || method != strings.ToUpper(method) {
+				return d.Errf("gatehouse: %s: %q must be a quoted \"METHOD /path\"", name, a)
+			}
+		}
+		*dst = append(*dst, args...)
+		return nil
+	}
 }
 
 // Interface guards

@@ -15,6 +15,11 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/notify"
 )
 
 // The expected JSON of testdata/*.caddyfiletest is what the adapter printed
@@ -29,17 +34,17 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 	tests := []struct {
 		name  string
 		input string
-		want  App
+		want  core.Options // the app's configuration
 	}{
 		{
 			name:  "empty block",
 			input: "gatehouse {\n}",
-			want:  App{},
+			want:  core.Options{},
 		},
 		{
 			name:  "no block",
 			input: `gatehouse`,
-			want:  App{},
+			want:  core.Options{},
 		},
 		{
 			name: "every top-level subdirective",
@@ -57,12 +62,12 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 				session_idle_timeout 30m
 				signing_algorithm    EdDSA
 			}`,
-			want: App{
+			want: core.Options{
 				PublicURL:          "https://chat.example.com",
-				Store:              &StoreConfig{Driver: "sqlite", DSN: "/var/lib/gatehouse/gh.db"},
+				Store:              &core.StoreConfig{Driver: "sqlite", DSN: "/var/lib/gatehouse/gh.db"},
 				Redis:              "redis://127.0.0.1:6379/0",
 				BootstrapAdmins:    []string{"alice@example.com"},
-				Policy:             []string{"./policy.d"},
+				PolicyPaths:        []string{"./policy.d"},
 				Secret:             "{env.GATEHOUSE_SECRET}",
 				SecretFile:         "/etc/gatehouse/key",
 				APIPrefix:          "/gh-api",
@@ -75,17 +80,17 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 		{
 			name:  "store postgres with a placeholder URL",
 			input: gatehouseBlock("store postgres {env.DATABASE_URL}"),
-			want:  App{Store: &StoreConfig{Driver: "postgres", DSN: "{env.DATABASE_URL}"}},
+			want:  core.Options{Store: &core.StoreConfig{Driver: "postgres", DSN: "{env.DATABASE_URL}"}},
 		},
 		{
 			name:  "store with a driver only",
 			input: gatehouseBlock("store sqlite"),
-			want:  App{Store: &StoreConfig{Driver: "sqlite"}},
+			want:  core.Options{Store: &core.StoreConfig{Driver: "sqlite"}},
 		},
 		{
 			name:  "durations in Caddy's day unit",
 			input: gatehouseBlock("session_lifetime 7d"),
-			want:  App{SessionLifetime: caddy.Duration(7 * 24 * time.Hour)},
+			want:  core.Options{SessionLifetime: caddy.Duration(7 * 24 * time.Hour)},
 		},
 		{
 			name: "bootstrap_admin and policy repeat and take several arguments",
@@ -95,9 +100,9 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 				policy ./base.rego ./extra.d
 				policy /etc/gatehouse/override.rego
 			}`,
-			want: App{
+			want: core.Options{
 				BootstrapAdmins: []string{"alice@example.com", "bob@example.com", "carol@example.com"},
-				Policy:          []string{"./base.rego", "./extra.d", "/etc/gatehouse/override.rego"},
+				PolicyPaths:     []string{"./base.rego", "./extra.d", "/etc/gatehouse/override.rego"},
 			},
 		},
 		{
@@ -110,7 +115,7 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 					scopes        openid email profile groups
 				}
 			}`,
-			want: App{OIDC: &OIDCConfig{
+			want: core.Options{OIDC: &identity.RPConfig{
 				Issuer:       "https://accounts.example.com",
 				ClientID:     "gatehouse",
 				ClientSecret: "{env.OIDC_CLIENT_SECRET}",
@@ -120,7 +125,7 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 		{
 			name:  "oidc without a block is an empty registration for Validate to reject",
 			input: "gatehouse {\n oidc\n public_url https://a.example\n}",
-			want:  App{OIDC: &OIDCConfig{}, PublicURL: "https://a.example"},
+			want:  core.Options{OIDC: &identity.RPConfig{}, PublicURL: "https://a.example"},
 		},
 		{
 			name: "dev_idp users with and without a name",
@@ -130,7 +135,7 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 					user bob@example.com
 				}
 			}`,
-			want: App{DevIdP: &DevIdPConfig{Users: []DevUser{
+			want: core.Options{DevIdP: &devidp.Config{Users: []devidp.User{
 				{Email: "alice@example.com", Name: "Alice Admin"},
 				{Email: "bob@example.com"},
 			}}},
@@ -151,12 +156,12 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 					}
 				}
 			}`,
-			want: App{Notify: &NotifyConfig{
-				Webhooks: []WebhookConfig{
+			want: core.Options{Notify: &notify.Config{
+				Webhooks: []notify.WebhookConfig{
 					{URL: "https://hooks.example.com/a", Secret: "{env.WEBHOOK_SECRET}"},
 					{URL: "http://10.0.0.5:9000/b", Secret: "s3cr3t"},
 				},
-				SMTP: &SMTPConfig{
+				SMTP: &notify.SMTPConfig{
 					Host:     "smtp.example.com",
 					Port:     587,
 					Username: "gatehouse",
@@ -169,12 +174,12 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 		{
 			name:  "smtp tls starttls",
 			input: gatehouseBlock("notify {", "smtp {", "tls starttls", "}", "}"),
-			want:  App{Notify: &NotifyConfig{SMTP: &SMTPConfig{TLS: "starttls"}}},
+			want:  core.Options{Notify: &notify.Config{SMTP: &notify.SMTPConfig{TLS: "starttls"}}},
 		},
 		{
 			name:  "smtp tls none and the highest port",
 			input: gatehouseBlock("notify {", "smtp {", "tls none", "port 65535", "}", "}"),
-			want:  App{Notify: &NotifyConfig{SMTP: &SMTPConfig{TLS: "none", Port: 65535}}},
+			want:  core.Options{Notify: &notify.Config{SMTP: &notify.SMTPConfig{TLS: "none", Port: 65535}}},
 		},
 		{
 			name: "blocks followed by more top-level subdirectives",
@@ -190,9 +195,9 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 				}
 				public_url http://localhost:8080
 			}`,
-			want: App{
-				OIDC:      &OIDCConfig{Issuer: "https://idp.example"},
-				Notify:    &NotifyConfig{SMTP: &SMTPConfig{Host: "mail.example"}, Webhooks: []WebhookConfig{{URL: "https://hooks.example/x", Secret: "k"}}},
+			want: core.Options{
+				OIDC:      &identity.RPConfig{Issuer: "https://idp.example"},
+				Notify:    &notify.Config{SMTP: &notify.SMTPConfig{Host: "mail.example"}, Webhooks: []notify.WebhookConfig{{URL: "https://hooks.example/x", Secret: "k"}}},
 				PublicURL: "http://localhost:8080",
 			},
 		},
@@ -203,7 +208,7 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 			if err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input)); err != nil {
 				t.Fatalf("UnmarshalCaddyfile: %v", err)
 			}
-			gotJSON, wantJSON := indentedJSON(t, &got), indentedJSON(t, &tt.want)
+			gotJSON, wantJSON := indentedJSON(t, &got), indentedJSON(t, &App{Options: tt.want})
 			if gotJSON != wantJSON {
 				t.Errorf("got app\n%s\nwant\n%s", gotJSON, wantJSON)
 			}

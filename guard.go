@@ -7,8 +7,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/guard"
+	"github.com/gatehouse/gatehouse/pages"
 )
 
 func init() {
@@ -55,7 +55,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		ListingRoutes:       g.ListingRoutes,
 		MaxBodyBytes:        g.MaxBodyBytes,
 		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
-		ErrorPage:           admin.ErrorPage(rt),
+		ErrorPage:           pages.ErrorPage(rt),
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)

@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/internal/lru"
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
 )
 
 // userCache keeps users for the hot path. Local changes invalidate at once.
 type userCache struct {
-	mu sync.RWMutex
-	m  map[string]cachedUser
+	*lru.Cache[string, cachedUser]
 }
 
 type cachedUser struct {
@@ -23,25 +24,22 @@ type cachedUser struct {
 	fetched time.Time
 }
 
+const maxCachedUsers = 100000
+
+func newUserCache() userCache { return userCache{lru.New[string, cachedUser](maxCachedUsers, nil)} }
+
 // User returns the user, from memory when fresh enough.
 func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 	now := time.Now()
-	rt.users.mu.RLock()
-	c, ok := rt.users.m[id]
-	rt.users.mu.RUnlock()
-	if ok && now.Sub(c.fetched) < rt.userCacheTTL() {
+	if c, ok := rt.users.Get(id, now); ok && now.Sub(c.fetched) < rt.userCacheTTL() {
 		return c.user, nil
 	}
 	u, err := rt.Store.GetUser(ctx, id)
 	if err != nil {
 		return u, err
 	}
-	rt.users.mu.Lock()
-	if rt.users.m == nil || len(rt.users.m) > 100000 {
-		rt.users.m = make(map[string]cachedUser)
-	}
-	rt.users.m[id] = cachedUser{user: u, fetched: now}
-	rt.users.mu.Unlock()
+	// Kept for the longer TTL: a read applies the TTL of its moment.
+	rt.users.Put(id, cachedUser{user: u, fetched: now}, now.Add(max(cacheUsers, cacheUsersRedis)), now)
 	return u, nil
 }
 
@@ -63,16 +61,12 @@ func (rt *Runtime) userCacheTTL() time.Duration {
 
 // forgetAllUsers drops every cached user and session.
 func (rt *Runtime) forgetAllUsers() {
-	rt.users.mu.Lock()
-	rt.users.m = nil
-	rt.users.mu.Unlock()
+	rt.users.Purge()
 	rt.Sessions.ForgetAll()
 }
 
 func (rt *Runtime) forgetUser(id string) {
-	rt.users.mu.Lock()
-	delete(rt.users.m, id)
-	rt.users.mu.Unlock()
+	rt.users.Remove(id)
 	rt.Sessions.ForgetUser(id)
 }
 
@@ -218,29 +212,31 @@ func (rt *Runtime) writeTokenUsage(ctx context.Context) {
 // everything such a policy reads, and by the engine (a new policy or new
 // settings start afresh).
 type decisionCache struct {
-	mu     sync.RWMutex
+	// engine is the engine of the latest put: the entries of an older one
+	// are dropped rather than kept until evicted.
+	engine  atomic.Pointer[policy.Engine]
+	entries *lru.Cache[engineDecisionKey, policy.Decision]
+}
+
+type engineDecisionKey struct {
 	engine *policy.Engine
-	m      map[decisionKey]policy.Decision
+	decisionKey
 }
 
 const decisionCacheMax = 50000
 
+func newDecisionCache() decisionCache {
+	return decisionCache{entries: lru.New[engineDecisionKey, policy.Decision](decisionCacheMax, nil)}
+}
+
+// Decisions never expire: they change only with the engine.
 func (c *decisionCache) get(e *policy.Engine, key decisionKey) (policy.Decision, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.engine != e {
-		return policy.Decision{}, false
-	}
-	d, ok := c.m[key]
-	return d, ok
+	return c.entries.Peek(engineDecisionKey{e, key})
 }
 
 func (c *decisionCache) put(e *policy.Engine, key decisionKey, d policy.Decision) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.engine != e || len(c.m) >= decisionCacheMax {
-		c.engine = e
-		c.m = make(map[decisionKey]policy.Decision)
+	if c.engine.Swap(e) != e {
+		c.entries.Purge()
 	}
-	c.m[key] = d
+	c.entries.Put(engineDecisionKey{e, key}, d, time.Time{}, time.Time{})
 }

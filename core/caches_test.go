@@ -2,12 +2,14 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -16,7 +18,7 @@ func openTestRuntime(t *testing.T) *Runtime {
 	dir := t.TempDir()
 	rt, err := Open(context.Background(), Options{
 		PublicURL: "http://gatehouse.test", APIPrefix: "/api", PagesPrefix: "/gatehouse",
-		StoreDriver: "sqlite", StoreDSN: filepath.Join(dir, "gatehouse.db"), SecretFile: filepath.Join(dir, "secret"),
+		Store: &StoreConfig{Driver: "sqlite", DSN: filepath.Join(dir, "gatehouse.db")}, SecretFile: filepath.Join(dir, "secret"),
 		DevIdP: &devidp.Config{Users: []devidp.User{{Email: "alice@example.com"}}},
 	})
 	if err != nil {
@@ -93,7 +95,7 @@ func TestInvalidStoredSettingsStartWithoutTheirCustomRoles(t *testing.T) {
 	st.Close()
 	rt, err := Open(context.Background(), Options{
 		PublicURL: "http://gatehouse.test", APIPrefix: "/api", PagesPrefix: "/gatehouse",
-		StoreDriver: "sqlite", StoreDSN: filepath.Join(dir, "gatehouse.db"), SecretFile: filepath.Join(dir, "secret"),
+		Store: &StoreConfig{Driver: "sqlite", DSN: filepath.Join(dir, "gatehouse.db")}, SecretFile: filepath.Join(dir, "secret"),
 		DevIdP: &devidp.Config{Users: []devidp.User{{Email: "alice@example.com"}}},
 	})
 	if err != nil {
@@ -112,5 +114,35 @@ func TestInvalidStoredSettingsStartWithoutTheirCustomRoles(t *testing.T) {
 	dec, err := rt.Decide(req, DecisionRequest{Subject: &Subject{User: store.User{ID: "u", Role: "user", Status: store.StatusActive}, Auth: "session"}, Model: &model})
 	if err != nil || dec.Allow {
 		t.Fatalf("a user's model restriction was lost: %+v %v", dec, err)
+	}
+}
+
+// TestDecisionCacheServesOnlyTheEngineThatDecided: a new policy or new
+// settings start afresh, and a full cache makes room instead of emptying
+// itself.
+func TestDecisionCacheServesOnlyTheEngineThatDecided(t *testing.T) {
+	c := newDecisionCache()
+	oldEngine, newEngine := new(policy.Engine), new(policy.Engine)
+	key := decisionKey{userID: "u", role: "user", method: "GET", path: "/v1/models"}
+	c.put(oldEngine, key, policy.Decision{Allow: true})
+	if d, ok := c.get(oldEngine, key); !ok || !d.Allow {
+		t.Fatalf("get = %+v, %v; want the stored allow", d, ok)
+	}
+	if d, ok := c.get(newEngine, key); ok {
+		t.Fatalf("a new engine was served the old one's decision %+v", d)
+	}
+	c.put(newEngine, key, policy.Decision{Code: "forbidden"})
+	if d, ok := c.get(oldEngine, key); ok {
+		t.Fatalf("the old engine's decision %+v outlived the switch", d)
+	}
+	for i := range decisionCacheMax + 100 {
+		c.put(newEngine, decisionKey{userID: fmt.Sprint("user-", i), method: "GET", path: "/v1/models"}, policy.Decision{Allow: true})
+	}
+	if n := c.entries.Len(); n > decisionCacheMax {
+		t.Fatalf("the cache holds %d decisions, more than %d", n, decisionCacheMax)
+	}
+	last := decisionKey{userID: fmt.Sprint("user-", decisionCacheMax+99), method: "GET", path: "/v1/models"}
+	if _, ok := c.get(newEngine, last); !ok {
+		t.Fatal("the newest decision is gone: the full cache emptied itself")
 	}
 }

@@ -3,7 +3,8 @@
 // operations the guard and the API share: identify a request's subject, ask
 // the policy, record audit events — and is the one place every change of
 // authority is made (authority.go, settings.go, tokens.go). The guard, the
-// API and the Caddy module import it; it imports no HTTP handler package.
+// actions, the API, the pages and the Caddy module import it; it imports no
+// HTTP handler package.
 package core
 
 import (
@@ -33,31 +34,6 @@ import (
 
 // TokenAudience is the aud every Gatehouse API token carries.
 const TokenAudience = "gatehouse"
-
-// Options is the validated configuration the runtime is built from.
-type Options struct {
-	PublicURL          string
-	APIPrefix          string
-	PagesPrefix        string
-	StoreDriver        string // "sqlite" or "postgres"
-	StoreDSN           string // a file path for sqlite, a URL for postgres
-	Secret             string
-	SecretFile         string
-	OIDC               identity.RPConfig // Issuer, ClientID, ClientSecret, Scopes
-	DevIdP             *devidp.Config    // Users; the rest is derived
-	BootstrapAdmins    []string
-	PolicyPaths        []string
-	SessionLifetime    time.Duration
-	SessionIdleTimeout time.Duration
-	SigningAlgorithm   string
-	TokenLifetimes     map[string]time.Duration // longest life per token kind
-	TokenAudiences     []string                 // extra aud values of API tokens
-	MaxStaleness       time.Duration            // oldest revocation view that still accepts bearer tokens
-	StoreTimeout       time.Duration            // bounds every store call; default store.DefaultCallTimeout
-	Redis              string                   // optional redis:// URL for announcing changes to other instances
-	Notify             notify.Config            // Webhooks, SMTP
-	Logger             *zap.Logger
-}
 
 // Runtime is the shared state of one loaded configuration.
 type Runtime struct {
@@ -101,7 +77,8 @@ type Runtime struct {
 	wg   sync.WaitGroup
 }
 
-// Open builds the runtime. Nothing here needs the identity provider to be up.
+// Open builds the runtime from options that passed Validate. Nothing here
+// needs the identity provider to be up.
 func Open(ctx context.Context, o Options) (*Runtime, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -118,12 +95,16 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		Logger:          o.Logger,
 		bootstrapAdmins: map[string]bool{},
 		inflight:        inflight{wake: make(chan struct{}, 1)},
+		users:           newUserCache(),
+		decisions:       newDecisionCache(),
+		denials:         newDenialThrottle(),
+		assertions:      newAssertionCache(),
 	}
 	for _, e := range o.BootstrapAdmins {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
 	}
 
-	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.StoreDriver, o.StoreDSN, o.StoreTimeout)
+	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.Store.Driver, o.Store.DSN, time.Duration(o.StoreTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
@@ -142,24 +123,14 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		return nil, err
 	}
 	rt.LoginSealer = secret.Sealer("login-state")
-	rt.tokenLifetimes = map[string]time.Duration{
-		store.TokenPersonal: 90 * 24 * time.Hour,
-		store.TokenUser:     90 * 24 * time.Hour,
-		store.TokenSystem:   365 * 24 * time.Hour,
-	}
-	for kind, d := range o.TokenLifetimes {
-		rt.tokenLifetimes[kind] = d
-	}
 	var longest time.Duration
-	for _, d := range rt.tokenLifetimes {
-		longest = max(longest, d)
-	}
+	rt.tokenLifetimes, longest = o.tokenLifetimes()
 	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer(keys.SigningKeyPurpose), keys.RingConfig{Algorithm: o.SigningAlgorithm, MaxTokenLifetime: longest}, time.Now)
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
 	rt.tokenAudiences = o.TokenAudiences
-	rt.maxStaleness = o.MaxStaleness
+	rt.maxStaleness = time.Duration(o.MaxStaleness)
 	if rt.maxStaleness <= 0 {
 		rt.maxStaleness = 30 * time.Second
 	}
@@ -179,24 +150,16 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	}
 
 	rt.Sessions = identity.NewSessions(rt.Store, identity.SessionConfig{
-		Lifetime:    o.SessionLifetime,
-		IdleTimeout: o.SessionIdleTimeout,
+		Lifetime:    time.Duration(o.SessionLifetime),
+		IdleTimeout: time.Duration(o.SessionIdleTimeout),
 		Secure:      rt.Secure,
 	}, time.Now)
 
-	rpCfg := o.OIDC
-	rpCfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
-	rpCfg.Logger = rt.Logger.Named("oidc")
-	if o.DevIdP != nil {
-		if err := rt.setUpDevIdP(o, &rpCfg); err != nil {
-			return nil, err
-		}
+	if rt.RP, err = rt.relyingParty(o); err != nil {
+		return nil, err
 	}
-	rt.RP = identity.NewRP(rpCfg)
 
-	rt.Notify = o.Notify
-	rt.Notify.PublicURL = o.PublicURL
-	rt.Notify.RequestAccessPath = o.PagesPrefix + "/request-access"
+	rt.Notify = o.notifyConfig()
 	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"))
 
 	ok = true
@@ -245,6 +208,23 @@ func loadSecret(o Options, logger *zap.Logger) (*keys.Secret, error) {
 	return s, nil
 }
 
+// relyingParty is the OIDC client of the configured provider, or of the
+// development one, which it starts.
+func (rt *Runtime) relyingParty(o Options) (*identity.RP, error) {
+	var cfg identity.RPConfig
+	if o.OIDC != nil {
+		cfg = *o.OIDC
+	}
+	cfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
+	cfg.Logger = rt.Logger.Named("oidc")
+	if o.DevIdP != nil {
+		if err := rt.setUpDevIdP(o, &cfg); err != nil {
+			return nil, err
+		}
+	}
+	return identity.NewRP(cfg), nil
+}
+
 // setUpDevIdP starts the development provider and points the relying party
 // at it in-process, so sign-in works whatever public_url resolves to here.
 func (rt *Runtime) setUpDevIdP(o Options, rpCfg *identity.RPConfig) error {
@@ -288,9 +268,11 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 	return email != "" && rt.bootstrapAdmins[strings.ToLower(email)]
 }
 
-// Start runs the background workers until Stop.
-func (rt *Runtime) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
+// Start runs the background workers until ctx ends (for the Caddy module,
+// the context of its configuration, which ends when that is unloaded) or
+// Stop.
+func (rt *Runtime) Start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
 	rt.stop = cancel
 	run := func(fn func(context.Context)) {
 		rt.wg.Add(1)

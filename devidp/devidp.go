@@ -2,7 +2,7 @@
 // zitadel/oidc op.Provider with an in-memory storage and a page that lets
 // anyone pick one of the configured users. It exists so Gatehouse can be tried
 // without an identity provider of one's own, and must never guard real data.
-// Only core imports it.
+// core imports it, and the Caddy module for its configuration type.
 package devidp
 
 import (
@@ -24,7 +24,8 @@ import (
 
 // User is a person the sign-in page offers.
 type User struct {
-	Email, Name string
+	Email string `json:"email"`
+	Name  string `json:"name,omitempty"`
 }
 
 // Client is a relying party allowed to use the provider. A client without a
@@ -34,12 +35,30 @@ type Client struct {
 	RedirectURIs, PostLogoutRedirectURIs []string
 }
 
-// Config describes one provider.
+// Config describes one provider. Its JSON is what Gatehouse's dev_idp block
+// configures, the users; Gatehouse derives the rest.
 type Config struct {
-	Issuer  string // absolute URL including the mount path, e.g. "http://127.0.0.1:8080/dev-idp"
-	Users   []User
-	Clients []Client
-	Logger  *zap.Logger // may be nil
+	Users   []User      `json:"users,omitempty"`
+	Issuer  string      `json:"-"` // absolute URL including the mount path, e.g. "http://127.0.0.1:8080/dev-idp"
+	Clients []Client    `json:"-"`
+	Logger  *zap.Logger `json:"-"` // may be nil
+}
+
+// Validate reports a configuration that offers nobody to sign in as. New
+// checks the users in full, and the issuer and clients Gatehouse derives.
+func (c *Config) Validate() error {
+	if len(c.Users) == 0 {
+		return errors.New("at least one user is required")
+	}
+	return nil
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *Config) ExpandPlaceholders(expand func(string) string) {
+	for i := range c.Users {
+		c.Users[i].Email = expand(c.Users[i].Email)
+		c.Users[i].Name = expand(c.Users[i].Name)
+	}
 }
 
 // Provider serves the OpenID provider endpoints and its sign-in page under

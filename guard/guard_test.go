@@ -15,11 +15,11 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
-	"github.com/gatehouse/gatehouse/admin"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/devidp"
 	"github.com/gatehouse/gatehouse/guard"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/pages"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -53,8 +53,7 @@ func newFixtureWith(t testing.TB, o core.Options) *fixture {
 		PublicURL:    publicURL,
 		APIPrefix:    "/api",
 		PagesPrefix:  "/gatehouse",
-		StoreDriver:  "sqlite",
-		StoreDSN:     filepath.Join(dir, "gatehouse.db"),
+		Store:        &core.StoreConfig{Driver: "sqlite", DSN: filepath.Join(dir, "gatehouse.db")},
 		SecretFile:   filepath.Join(dir, "secret"),
 		DevIdP:       &devidp.Config{Users: []devidp.User{{Email: "alice@example.com", Name: "Alice"}}},
 	})
@@ -63,7 +62,7 @@ func newFixtureWith(t testing.TB, o core.Options) *fixture {
 	}
 	// Close may report the store as already closed by a fail-closed test.
 	t.Cleanup(func() { _ = rt.Close() })
-	g, err := guard.New(context.Background(), rt, guard.Options{ErrorPage: admin.ErrorPage(rt)})
+	g, err := guard.New(context.Background(), rt, guard.Options{ErrorPage: pages.ErrorPage(rt)})
 	if err != nil {
 		t.Fatalf("new guard: %v", err)
 	}
@@ -722,7 +721,7 @@ func TestGuardFailsClosedWhenTheStoreFails(t *testing.T) {
 // cannot confirm its revocation list is fresh refuses bearer tokens with 503,
 // and accepts them again once the list is refreshed.
 func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
-	f := newFixtureWith(t, core.Options{MaxStaleness: 300 * time.Millisecond})
+	f := newFixtureWith(t, core.Options{MaxStaleness: caddy.Duration(300 * time.Millisecond)})
 	raw := f.token(f.approve(f.login("bob@example.com", false), "user", nil))
 	bearer := func() *httptest.ResponseRecorder {
 		w, _ := f.serve(newRequest("GET", "/api/version", withHeader("Authorization", "Bearer "+raw)))
@@ -742,7 +741,7 @@ func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
 	if w, _ := f.serve(newRequest("GET", "/api/version", withCookie(c))); w.Code != http.StatusNoContent {
 		t.Fatalf("session while the list is stale: %d", w.Code)
 	}
-	f.rt.Start() // refreshes every 0.5 s
+	f.rt.Start(context.Background()) // refreshes every 0.5 s
 	deadline := time.Now().Add(3 * time.Second)
 	for bearer().Code != http.StatusNoContent {
 		if time.Now().After(deadline) {

@@ -1,8 +1,8 @@
 // Package identity is Gatehouse's browser identity layer: the OpenID Connect
 // relying party that signs people in at the configured IdP, the sealed cookie
 // that carries a login between /api/auth/login and /api/auth/callback, and the
-// server-side sessions that follow a successful sign-in. core, guard and
-// admin import it; it imports only store.
+// server-side sessions that follow a successful sign-in. core, guard, api
+// and the module root import it; it imports only store and internal/lru.
 package identity
 
 import (
@@ -45,15 +45,42 @@ const (
 	loginStateLifetime = 10 * time.Minute
 )
 
-// RPConfig configures the relying party.
+// RPConfig configures the relying party. Its JSON is Gatehouse's
+// registration at the organisation's provider, as configured (the oidc
+// block); the fields without a JSON key are filled in by the runtime.
 type RPConfig struct {
-	Issuer, ClientID, ClientSecret, RedirectURL string
+	Issuer       string `json:"issuer,omitempty"`
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
 	// Scopes requested at the IdP; default "openid email profile".
-	Scopes []string
+	Scopes []string `json:"scopes,omitempty"`
+
+	RedirectURL string `json:"-"`
 	// HTTPClient is used for discovery, JWKS, the token and userinfo
 	// endpoints; nil means a client with a 10 s timeout.
-	HTTPClient *http.Client
-	Logger     *zap.Logger
+	HTTPClient *http.Client `json:"-"`
+	Logger     *zap.Logger  `json:"-"`
+}
+
+// Validate reports a registration that cannot sign anyone in.
+func (c *RPConfig) Validate() error {
+	if c.Issuer == "" {
+		return errors.New("issuer is required")
+	}
+	if c.ClientID == "" {
+		return errors.New("client_id is required")
+	}
+	return nil
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *RPConfig) ExpandPlaceholders(expand func(string) string) {
+	c.Issuer = expand(c.Issuer)
+	c.ClientID = expand(c.ClientID)
+	c.ClientSecret = expand(c.ClientSecret)
+	for i := range c.Scopes {
+		c.Scopes[i] = expand(c.Scopes[i])
+	}
 }
 
 // RP is an OpenID Connect relying party using the authorization-code flow

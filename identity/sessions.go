@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/lru"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -60,8 +60,7 @@ type Sessions struct {
 	cfg SessionConfig
 	now func() time.Time
 
-	mu    sync.RWMutex
-	cache map[string]cachedSession // by session ID
+	cache *lru.Cache[string, cachedSession] // by session ID, grouped by user
 }
 
 // NewSessions returns sessions kept in st; now is the clock (nil = time.Now).
@@ -75,7 +74,10 @@ func NewSessions(st SessionStore, cfg SessionConfig, now func() time.Time) *Sess
 	if now == nil {
 		now = time.Now
 	}
-	return &Sessions{st: st, cfg: cfg, now: now, cache: map[string]cachedSession{}}
+	return &Sessions{
+		st: st, cfg: cfg, now: now,
+		cache: lru.New[string](maxCachedSessions, func(c cachedSession) string { return c.sess.UserID }),
+	}
 }
 
 // sessionCacheTTL bounds how long a session read from the store is reused:
@@ -83,7 +85,8 @@ func NewSessions(st SessionStore, cfg SessionConfig, now func() time.Time) *Sess
 // Sessions ended on this instance leave the cache at once.
 const sessionCacheTTL = 500 * time.Millisecond
 
-// maxCachedSessions bounds the cache; past it, it starts over.
+// maxCachedSessions bounds the cache; past it, the expired and then the least
+// recently used sessions make room.
 const maxCachedSessions = 100000
 
 type cachedSession struct {
@@ -92,29 +95,18 @@ type cachedSession struct {
 }
 
 func (s *Sessions) cached(id string, now time.Time) (store.Session, bool) {
-	s.mu.RLock()
-	c, ok := s.cache[id]
-	s.mu.RUnlock()
-	if !ok || now.Sub(c.fetched) >= sessionCacheTTL || now.Before(c.fetched) {
+	c, ok := s.cache.Get(id, now)
+	if !ok || now.Before(c.fetched) {
 		return store.Session{}, false
 	}
 	return c.sess, true
 }
 
 func (s *Sessions) remember(sess store.Session, fetched time.Time) {
-	s.mu.Lock()
-	if len(s.cache) >= maxCachedSessions {
-		s.cache = map[string]cachedSession{}
-	}
-	s.cache[sess.ID] = cachedSession{sess: sess, fetched: fetched}
-	s.mu.Unlock()
+	s.cache.Put(sess.ID, cachedSession{sess: sess, fetched: fetched}, fetched.Add(sessionCacheTTL), fetched)
 }
 
-func (s *Sessions) forget(id string) {
-	s.mu.Lock()
-	delete(s.cache, id)
-	s.mu.Unlock()
-}
+func (s *Sessions) forget(id string) { s.cache.Remove(id) }
 
 // IDOf returns the store ID of the session r's cookie names (ErrNoSession
 // without one, ErrSessionInvalid for a malformed one).
@@ -141,26 +133,14 @@ func (s *Sessions) Alive(ctx context.Context, id string, fresh bool) (bool, erro
 }
 
 // ForgetAll empties the cache (announcements of ended sessions may have been lost).
-func (s *Sessions) ForgetAll() {
-	s.mu.Lock()
-	s.cache = map[string]cachedSession{}
-	s.mu.Unlock()
-}
+func (s *Sessions) ForgetAll() { s.cache.Purge() }
 
 // Forget drops a session ended on another instance from the cache.
 func (s *Sessions) Forget(id string) { s.forget(id) }
 
 // ForgetUser drops every cached session of a user, so that a suspension or
 // deletion (which deletes the sessions in the store) takes effect at once.
-func (s *Sessions) ForgetUser(userID string) {
-	s.mu.Lock()
-	for id, c := range s.cache {
-		if c.sess.UserID == userID {
-			delete(s.cache, id)
-		}
-	}
-	s.mu.Unlock()
-}
+func (s *Sessions) ForgetUser(userID string) { s.cache.RemoveGroup(userID) }
 
 // CookieName is the session cookie's name.
 func (s *Sessions) CookieName() string {

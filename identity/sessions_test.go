@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"errors"
-	"github.com/gatehouse/gatehouse/internal/testclock"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/internal/testclock"
 	"github.com/gatehouse/gatehouse/store"
 	"github.com/gatehouse/gatehouse/store/storetest"
 )
@@ -334,6 +334,44 @@ func TestSessionDestroy(t *testing.T) {
 	}
 	if err := s.Destroy(t.Context(), requestWithCookie(nil)); !errors.Is(err, ErrNoSession) {
 		t.Errorf("Destroy without cookie: %v, want ErrNoSession", err)
+	}
+}
+
+// A user's suspension or deletion ends their sessions in the store; ForgetUser
+// drops the cached copies at once, and only theirs.
+func TestSessionForgetUserDropsOnlyThatUsersSessions(t *testing.T) {
+	s, st, _, alice := newTestSessions(t, SessionConfig{})
+	bob, err := st.RecordLogin(t.Context(), store.LoginInfo{Issuer: "https://idp.example", Subject: "bob", Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cookies []*http.Cookie
+	for _, userID := range []string{alice, alice, bob.ID} {
+		c, sess, err := s.Create(t.Context(), userID, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Lookup(t.Context(), requestWithCookie(c)); err != nil { // now cached
+			t.Fatal(err)
+		}
+		if err := st.DeleteSession(t.Context(), sess.ID); err != nil { // ended elsewhere
+			t.Fatal(err)
+		}
+		cookies = append(cookies, c)
+	}
+
+	s.ForgetUser(alice)
+	for i, c := range cookies[:2] {
+		if _, err := s.Lookup(t.Context(), requestWithCookie(c)); !errors.Is(err, ErrSessionInvalid) {
+			t.Errorf("Lookup of alice's session %d after ForgetUser: error = %v, want ErrSessionInvalid", i+1, err)
+		}
+	}
+	if _, err := s.Lookup(t.Context(), requestWithCookie(cookies[2])); err != nil {
+		t.Errorf("Lookup of bob's cached session after ForgetUser(alice): %v, want it served from the cache", err)
+	}
+	s.ForgetAll()
+	if _, err := s.Lookup(t.Context(), requestWithCookie(cookies[2])); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("Lookup of bob's session after ForgetAll: error = %v, want ErrSessionInvalid", err)
 	}
 }
 

@@ -2,7 +2,7 @@
 // listings, so the guard can check models against a caller's token (spec §6,
 // "Models"). The guard and the backend must never disagree on which model a
 // body names, so anything a backend could read differently is refused. The
-// guard and admin import it; it imports nothing of Gatehouse.
+// guard and actions import it; it imports nothing of Gatehouse.
 package modelreq
 
 import (

@@ -3,8 +3,8 @@
 // as the decision, and a Worker delivers them afterwards — as signed webhooks
 // and SMTP email — retrying with back-off, so a crash between the decision and
 // the delivery loses nothing. Delivery is at-least-once: webhook receivers
-// de-duplicate on the X-Gatehouse-Delivery header. Only core imports it; it
-// imports only store.
+// de-duplicate on the X-Gatehouse-Delivery header. core imports it, and the
+// Caddy module for its configuration types; it imports only store.
 package notify
 
 import (
@@ -52,60 +52,99 @@ const (
 
 // WebhookConfig is one webhook receiver.
 type WebhookConfig struct {
-	URL string
+	URL string `json:"url"`
 	// Secret keys the HMAC-SHA256 signature. It is never written to the outbox,
 	// so rotating it in config takes effect for messages already queued.
-	Secret string
+	Secret string `json:"secret"`
+}
+
+// Validate reports a receiver that could never be delivered to.
+func (c *WebhookConfig) Validate() error {
+	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("webhook %q must be an http(s) URL", c.URL)
+	}
+	if c.Secret == "" {
+		return fmt.Errorf("webhook %q needs a secret", c.URL)
+	}
+	return nil
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *WebhookConfig) ExpandPlaceholders(expand func(string) string) {
+	c.URL = expand(c.URL)
+	c.Secret = expand(c.Secret)
 }
 
 // SMTPConfig is the mail relay that sends email notifications.
 type SMTPConfig struct {
-	Host     string
-	Port     int // 0: 587 for starttls, 465 for tls, 25 for none
-	Username string
-	Password string
-	From     string
+	Host     string `json:"host"`
+	Port     int    `json:"port,omitempty"` // 0: 587 for starttls, 465 for tls, 25 for none
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	From     string `json:"from"`
 	// TLS is "starttls" (the default; the server must offer it), "tls"
 	// (implicit TLS) or "none" (plain, for local relays and tests).
-	TLS string
+	TLS string `json:"tls,omitempty"`
 }
 
-// Config selects the notifiers. The zero value notifies nobody.
+// Validate reports a relay that could never send.
+func (c *SMTPConfig) Validate() error {
+	if c.Host == "" || c.From == "" {
+		return errors.New("smtp needs host and from")
+	}
+	if _, err := mail.ParseAddress(c.From); err != nil {
+		return fmt.Errorf("smtp: from %q: %w", c.From, err)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		return fmt.Errorf("smtp: bad port %d", c.Port)
+	}
+	switch c.TLS {
+	case "", TLSStartTLS, TLSImplicit, TLSNone:
+	default:
+		return fmt.Errorf("smtp: tls must be starttls, tls or none, not %q", c.TLS)
+	}
+	return nil
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *SMTPConfig) ExpandPlaceholders(expand func(string) string) {
+	c.Host = expand(c.Host)
+	c.Username = expand(c.Username)
+	c.Password = expand(c.Password)
+	c.From = expand(c.From)
+	c.TLS = expand(c.TLS)
+}
+
+// Config selects the notifiers. The zero value notifies nobody. Its JSON is
+// what Gatehouse's notify block configures; the runtime fills in the rest.
 type Config struct {
-	Webhooks []WebhookConfig
-	SMTP     *SMTPConfig
+	Webhooks []WebhookConfig `json:"webhooks,omitempty"`
+	SMTP     *SMTPConfig     `json:"smtp,omitempty"`
 	// PublicURL is Gatehouse's external base URL, for links in messages.
-	PublicURL string
+	PublicURL string `json:"-"`
 	// RequestAccessPath is the request-access page; DefaultRequestAccessPath when empty.
-	RequestAccessPath string
+	RequestAccessPath string `json:"-"`
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *Config) ExpandPlaceholders(expand func(string) string) {
+	for i := range c.Webhooks {
+		c.Webhooks[i].ExpandPlaceholders(expand)
+	}
+	if c.SMTP != nil {
+		c.SMTP.ExpandPlaceholders(expand)
+	}
 }
 
 // Validate reports configuration that could never deliver.
 func (c Config) Validate() error {
-	for i, wh := range c.Webhooks {
-		u, err := url.Parse(wh.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("webhook %d: url must be an absolute http or https URL", i)
-		}
-		if wh.Secret == "" {
-			return fmt.Errorf("webhook %d (%s): secret is required", i, redactURL(wh.URL))
+	for _, w := range c.Webhooks {
+		if err := w.Validate(); err != nil {
+			return err
 		}
 	}
-	if s := c.SMTP; s != nil {
-		if s.Host == "" {
-			return errors.New("smtp: host is required")
-		}
-		if s.Port < 0 || s.Port > 65535 {
-			return fmt.Errorf("smtp: port %d out of range", s.Port)
-		}
-		if _, err := mail.ParseAddress(s.From); err != nil {
-			return fmt.Errorf("smtp: from %q: %w", s.From, err)
-		}
-		switch s.TLS {
-		case "", TLSStartTLS, TLSImplicit, TLSNone:
-		default:
-			return fmt.Errorf("smtp: tls must be starttls, tls or none, not %q", s.TLS)
-		}
+	if c.SMTP != nil {
+		return c.SMTP.Validate()
 	}
 	return nil
 }

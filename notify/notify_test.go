@@ -287,10 +287,11 @@ func TestValidate(t *testing.T) {
 	}{
 		{"empty config", Config{}, ""},
 		{"complete config", Config{Webhooks: []WebhookConfig{hookA, hookB}, SMTP: &SMTPConfig{Host: "smtp.example.com", From: "Gatehouse <gatehouse@example.com>", TLS: TLSImplicit}}, ""},
-		{"relative webhook url", Config{Webhooks: []WebhookConfig{{URL: "/hook", Secret: "s"}}}, "webhook 0: url must be an absolute http or https URL"},
-		{"webhook without secret", Config{Webhooks: []WebhookConfig{hookA, {URL: "https://hooks.example.com/x?token=t"}}}, "webhook 1 (https://hooks.example.com): secret is required"},
-		{"smtp without host", Config{SMTP: &SMTPConfig{From: "a@example.com"}}, "smtp: host is required"},
-		{"smtp without from", Config{SMTP: &SMTPConfig{Host: "smtp.example.com"}}, `smtp: from "": mail: no address`},
+		{"relative webhook url", Config{Webhooks: []WebhookConfig{{URL: "/hook", Secret: "s"}}}, `webhook "/hook" must be an http(s) URL`},
+		{"webhook without secret", Config{Webhooks: []WebhookConfig{hookA, {URL: "https://hooks.example.com/x?token=t"}}}, `webhook "https://hooks.example.com/x?token=t" needs a secret`},
+		{"smtp without host", Config{SMTP: &SMTPConfig{From: "a@example.com"}}, "smtp needs host and from"},
+		{"smtp without from", Config{SMTP: &SMTPConfig{Host: "smtp.example.com"}}, "smtp needs host and from"},
+		{"smtp with a bad from", Config{SMTP: &SMTPConfig{Host: "smtp.example.com", From: "gatehouse at example"}}, `smtp: from "gatehouse at example": mail: no angle-addr`},
 		{"smtp with unknown tls", Config{SMTP: &SMTPConfig{Host: "smtp.example.com", From: "a@example.com", TLS: "ssl"}}, `smtp: tls must be starttls, tls or none, not "ssl"`},
 	}
 	for _, tt := range tests {

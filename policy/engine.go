@@ -2,8 +2,8 @@
 // in-process with embedded OPA. The default policy (rego/authz.rego) and its
 // data (rego/data.json) are compiled into the binary; Options add rules, replace
 // the policy or overlay the data. The route table of the data is read here
-// for the guard too (routes.go). core, guard and admin import it; it imports
-// nothing of Gatehouse.
+// for the guard too (routes.go). core, guard, actions and pages import it;
+// it imports nothing of Gatehouse.
 package policy
 
 import (

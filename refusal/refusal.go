@@ -6,6 +6,7 @@ package refusal
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -56,4 +57,48 @@ func PlainErrorPage(w http.ResponseWriter, status int, title, message string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = plain.Execute(w, struct{ Title, Message string }{title, message})
+}
+
+// The problems every part of Gatehouse answers alike.
+
+// BadRequest is 400 invalid_request.
+func BadRequest(detail string) *Problem {
+	return New(http.StatusBadRequest, "invalid_request", "Invalid request", detail)
+}
+
+// Validation is 400 validation_failed: the request was read, a value is wrong.
+func Validation(detail string) *Problem {
+	return New(http.StatusBadRequest, "validation_failed", "Validation failed", detail)
+}
+
+// NotFound is 404 not_found for what ("user", "token", …).
+func NotFound(what string) *Problem {
+	return New(http.StatusNotFound, "not_found", "Not found", what+" not found")
+}
+
+// Conflict is 409 with code: the request clashes with the current state.
+func Conflict(code, detail string) *Problem {
+	return New(http.StatusConflict, code, "Conflict", detail)
+}
+
+// Forbidden is 403 with code.
+func Forbidden(code, detail string) *Problem {
+	return New(http.StatusForbidden, code, "Forbidden", detail)
+}
+
+// Unavailable is 503 unavailable: a dependency failed; the cause is logged, not shown.
+func Unavailable(detail string) *Problem {
+	return New(http.StatusServiceUnavailable, "unavailable", "Service unavailable", detail)
+}
+
+// ErrUnavailable is what a caller is shown when an error is not a Problem.
+var ErrUnavailable = Unavailable("Gatehouse could not complete the request; try again shortly")
+
+// As returns err as a Problem, or nil when it is none (a dependency failed).
+func As(err error) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -63,6 +64,21 @@ func TestReloadKeepsTheStoreAndRedisConnections(t *testing.T) {
 	if len(before) == 0 || len(beforeRedis) == 0 {
 		t.Fatalf("no connections to look at: PostgreSQL %v, Redis %v", before, beforeRedis)
 	}
+	// The background workers run on each configuration's Caddy context and
+	// end with it: three reloads do not leave three sets of them running.
+	goroutines := func() int {
+		r, err := http.Get("http://localhost:" + itoa(adminPort) + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var n int
+		if _, err := fmt.Fscanf(r.Body, "goroutine profile: total %d", &n); err != nil {
+			t.Fatalf("reading the goroutine profile: %v", err)
+		}
+		return n
+	}
+	var afterFirst int
 	for i := range 3 {
 		reload := exec.Command(caddyBin, "reload", "--config", filepath.Join(in.dir, "Caddyfile"), "--adapter", "caddyfile",
 			"--address", "localhost:"+itoa(adminPort), "--force")
@@ -73,6 +89,12 @@ func TestReloadKeepsTheStoreAndRedisConnections(t *testing.T) {
 		if r := bobC.get("/anything"); r.StatusCode != http.StatusOK {
 			t.Fatalf("after reload %d: %d %s", i+1, r.StatusCode, r.body)
 		}
+		if i == 0 {
+			afterFirst = goroutines()
+		}
+	}
+	if n := goroutines(); n > afterFirst+10 {
+		t.Errorf("%d goroutines after three reloads, %d after the first: the workers of unloaded configurations still run", n, afterFirst)
 	}
 	after, afterRedis := backends(), redisClients()
 	t.Logf("PostgreSQL client backends before %v, after three reloads %v; Redis clients before %v, after %v", before, after, beforeRedis, afterRedis)

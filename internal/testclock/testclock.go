@@ -1,5 +1,5 @@
 // Package testclock is a settable clock for tests of code that takes a
-// `now func() time.Time`.
+// `now func() time.Time`. Only tests import it.
 package testclock
 
 import (

@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite every store.Store backend runs,
-// so that the backends are interchangeable.
+// so that the backends are interchangeable. Only the store tests import it.
 package storetest
 
 import (

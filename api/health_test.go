@@ -1,4 +1,4 @@
-package admin_test
+package api_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gatehouse/gatehouse/admin"
+	"github.com/gatehouse/gatehouse/api"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/devidp"
 )
@@ -18,17 +18,17 @@ func TestHealthFollowsTheStore(t *testing.T) {
 	dir := t.TempDir()
 	rt, err := core.Open(context.Background(), core.Options{
 		PublicURL: "http://gatehouse.test", APIPrefix: "/api", PagesPrefix: "/gatehouse",
-		StoreDriver: "sqlite", StoreDSN: filepath.Join(dir, "g.db"), SecretFile: filepath.Join(dir, "key"),
+		Store: &core.StoreConfig{Driver: "sqlite", DSN: filepath.Join(dir, "g.db")}, SecretFile: filepath.Join(dir, "key"),
 		DevIdP: &devidp.Config{Users: []devidp.User{{Email: "a@example.com"}}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rt.Close() })
-	api := admin.NewAPI(rt)
+	a := api.New(rt, nil)
 	health := func() (int, string) {
 		w := httptest.NewRecorder()
-		if !api.Serve(w, httptest.NewRequest("GET", "/api/health", nil)) {
+		if !a.Serve(w, httptest.NewRequest("GET", "/api/health", nil)) {
 			t.Fatal("/api/health was not served by the API")
 		}
 		var body struct{ Status string }
@@ -43,7 +43,7 @@ func TestHealthFollowsTheStore(t *testing.T) {
 		t.Fatalf("closed store: %d %q", code, status)
 	}
 	// A route of the backend is not the API's.
-	if api.Serve(httptest.NewRecorder(), httptest.NewRequest("POST", "/api/chat", nil)) {
+	if a.Serve(httptest.NewRecorder(), httptest.NewRequest("POST", "/api/chat", nil)) {
 		t.Fatal("the API answered a backend route (/api/chat)")
 	}
 }

@@ -1,4 +1,4 @@
-package admin
+package pages
 
 import (
 	"fmt"
@@ -8,8 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -121,16 +123,16 @@ type dashState struct {
 	Cursor        string
 	RoleForm      roleForm
 	TokenForm     tokenForm
-	Created       *createdToken
+	Created       *actions.CreatedToken
 }
 
-func (p *pages) admin(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.authorizePage(w, r, "GET "+p.canonical("/admin"))
-	if !ok {
-		return
+func (p *Pages) admin(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.authorize(r, "GET "+canonical("/admin"))
+	if err != nil {
+		return err
 	}
 	q := r.URL.Query()
-	p.renderDashboard(w, r, sub, http.StatusOK, dashState{
+	return p.renderDashboard(w, r, sub, http.StatusOK, dashState{
 		Notice: notices[q.Get("notice")], Filter: filterFrom(q), Cursor: q.Get("cursor"),
 	})
 }
@@ -154,7 +156,7 @@ func (f userFilter) query() url.Values {
 	return q
 }
 
-func (p *pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, st dashState) {
+func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, st dashState) error {
 	ctx := r.Context()
 	d := p.dataFor(r, "Admin", sub)
 	d.Wide = true
@@ -163,75 +165,68 @@ func (p *pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 	dash := &dashboard{Filter: st.Filter, RoleForm: st.RoleForm, TokenForm: st.TokenForm,
 		StatusChoices: []string{store.StatusPending, store.StatusActive, store.StatusSuspended, store.StatusDenied}}
 	d.Dash = dash
-	unavailablePage := func(err error) {
-		p.a.logError(r, err)
-		p.renderError(w, http.StatusServiceUnavailable, "Temporarily unavailable", "Please try again shortly.")
-	}
 
-	if dash.ShowRequests = p.allowed(r, sub, routeListRequests, nil, nil); dash.ShowRequests {
-		reqs, err := p.a.rt.Store.ListAccessRequests(ctx, store.RequestPending)
+	if dash.ShowRequests = p.acts.Allowed(r, sub, routeListRequests, nil, nil); dash.ShowRequests {
+		reqs, err := p.rt.Store.ListAccessRequests(ctx, store.RequestPending)
 		if err != nil {
-			unavailablePage(err)
-			return
+			return err
 		}
 		d.Requests = reqs
 	}
 
-	if dash.ShowUsers = p.allowed(r, sub, routeListUsers, nil, nil); dash.ShowUsers {
+	if dash.ShowUsers = p.acts.Allowed(r, sub, routeListUsers, nil, nil); dash.ShowUsers {
 		f := store.UserFilter{Status: st.Filter.Status, Role: st.Filter.Role, Query: st.Filter.Query, Limit: usersPerPage, Cursor: st.Cursor}
-		users, next, err := p.a.rt.Store.ListUsers(ctx, f)
+		users, next, err := p.rt.Store.ListUsers(ctx, f)
 		if err != nil {
-			unavailablePage(err)
-			return
+			return err
 		}
 		q := st.Filter.query()
 		dash.FilterQuery = q.Encode()
 		if next != "" {
 			q.Set("cursor", next)
-			dash.NextPage = p.a.rt.PagesPrefix + "/admin?" + q.Encode() + "#users"
+			dash.NextPage = p.rt.PagesPrefix + "/admin?" + q.Encode() + "#users"
 		}
 		dash.Users = p.userRows(r, sub, users)
-		if p.allowed(r, sub, routeUserRole, nil, nil) {
+		if p.acts.Allowed(r, sub, routeUserRole, nil, nil) {
 			for _, role := range d.Roles {
-				if p.allowed(r, sub, routeUserRole, nil, &policy.Change{Role: role}) {
+				if p.acts.Allowed(r, sub, routeUserRole, nil, &policy.Change{Role: role}) {
 					dash.Grantable = append(dash.Grantable, role)
 				}
 			}
 		}
 	}
 
-	if dash.ShowRoles = p.allowed(r, sub, routeGetSettings, nil, nil); dash.ShowRoles {
+	if dash.ShowRoles = p.acts.Allowed(r, sub, routeGetSettings, nil, nil); dash.ShowRoles {
 		rows, err := p.roleRows(r)
 		if err != nil {
-			unavailablePage(err)
-			return
+			return err
 		}
 		dash.RoleRows = rows
-		dash.CanEditRoles = p.allowed(r, sub, routePutSettings, nil, nil)
+		dash.CanEditRoles = p.acts.Allowed(r, sub, routePutSettings, nil, nil)
 	}
 
 	system := &policy.Change{TokenKind: store.TokenSystem}
-	if dash.ShowTokens = sub.Auth == policy.AuthSession && p.allowed(r, sub, routeListTokens, nil, system); dash.ShowTokens {
-		list, err := p.a.rt.ListTokens(ctx, store.TokenFilter{Kind: store.TokenSystem})
+	if dash.ShowTokens = sub.Auth == policy.AuthSession && p.acts.Allowed(r, sub, routeListTokens, nil, system); dash.ShowTokens {
+		list, err := p.rt.ListTokens(ctx, store.TokenFilter{Kind: store.TokenSystem})
 		if err != nil {
-			unavailablePage(err)
-			return
+			return err
 		}
-		dash.Tokens = tokenTable{Rows: tokenRows(list, time.Now()), RevokeAction: p.a.rt.PagesPrefix + "/admin/tokens"}
-		dash.CanCreateToken = p.allowed(r, sub, routeCreateToken, nil, system)
+		dash.Tokens = tokenTable{Rows: tokenRows(list, time.Now()), RevokeAction: p.rt.PagesPrefix + "/admin/tokens"}
+		dash.CanCreateToken = p.acts.Allowed(r, sub, routeCreateToken, nil, system)
 		dash.Lifetimes = p.lifetimes(store.TokenSystem, []string{"30d", "90d", "365d"})
 		if dash.TokenForm.ExpiresIn == "" {
 			dash.TokenForm.ExpiresIn = "90d"
 		}
 	}
 	p.render(w, status, "admin", d)
+	return nil
 }
 
 // userRows pairs each user with the forms the policy allows the caller on them.
-func (p *pages) userRows(r *http.Request, sub *core.Subject, users []store.User) []userRow {
-	mayStatus := p.allowed(r, sub, routeUserStatus, nil, nil)
-	mayRole := p.allowed(r, sub, routeUserRole, nil, nil)
-	mayDelete := p.allowed(r, sub, routeDeleteUser, nil, nil)
+func (p *Pages) userRows(r *http.Request, sub *core.Subject, users []store.User) []userRow {
+	mayStatus := p.acts.Allowed(r, sub, routeUserStatus, nil, nil)
+	mayRole := p.acts.Allowed(r, sub, routeUserRole, nil, nil)
+	mayDelete := p.acts.Allowed(r, sub, routeDeleteUser, nil, nil)
 	rows := make([]userRow, 0, len(users))
 	for _, u := range users {
 		row := userRow{User: u, Self: u.ID == sub.User.ID, NextStatus: store.StatusActive}
@@ -242,21 +237,21 @@ func (p *pages) userRows(r *http.Request, sub *core.Subject, users []store.User)
 		// yourself, and suspending or demoting yourself from a list is a slip.
 		if !row.Self {
 			target := &policy.Target{ID: u.ID, Role: u.Role, Status: u.Status}
-			row.CanStatus = mayStatus && p.allowed(r, sub, routeUserStatus, target, &policy.Change{Status: row.NextStatus})
-			row.CanRole = mayRole && p.allowed(r, sub, routeUserRole, target, nil)
-			row.CanDelete = mayDelete && p.allowed(r, sub, routeDeleteUser, target, nil)
+			row.CanStatus = mayStatus && p.acts.Allowed(r, sub, routeUserStatus, target, &policy.Change{Status: row.NextStatus})
+			row.CanRole = mayRole && p.acts.Allowed(r, sub, routeUserRole, target, nil)
+			row.CanDelete = mayDelete && p.acts.Allowed(r, sub, routeDeleteUser, target, nil)
 		}
 		rows = append(rows, row)
 	}
 	return rows
 }
 
-func (p *pages) roleRows(r *http.Request) ([]roleRow, error) {
-	settings, err := p.a.rt.Settings(r.Context())
+func (p *Pages) roleRows(r *http.Request) ([]roleRow, error) {
+	settings, err := p.rt.Settings(r.Context())
 	if err != nil {
 		return nil, fmt.Errorf("read settings: %w", err)
 	}
-	engine := p.a.rt.Policy()
+	engine := p.rt.Policy()
 	ranks := engine.Roles()
 	var rows []roleRow
 	for _, name := range p.roles() {
@@ -287,8 +282,8 @@ func tokenRows(list []store.APIToken, now time.Time) []tokenRow {
 }
 
 // lifetimes are the choices of a token's life up to the longest its kind may have.
-func (p *pages) lifetimes(kind string, choices []string) []lifetime {
-	longest := p.a.rt.MaxTokenLifetime(kind)
+func (p *Pages) lifetimes(kind string, choices []string) []lifetime {
+	longest := p.rt.MaxTokenLifetime(kind)
 	var out []lifetime
 	for _, c := range choices {
 		d, err := core.ParseLifetime(c)
@@ -305,20 +300,18 @@ func (p *pages) lifetimes(kind string, choices []string) []lifetime {
 
 // dashboardFailure shows what went wrong on the dashboard, or on an error
 // page when the caller may not open the dashboard at all.
-func (p *pages) dashboardFailure(w http.ResponseWriter, r *http.Request, sub *core.Subject, what string, pr *Problem, st dashState) {
+func (p *Pages) dashboardFailure(w http.ResponseWriter, r *http.Request, sub *core.Subject, what string, err error, st dashState) error {
+	pr := p.problemOf(r, err)
 	st.Error = failureMessage(what, pr)
 	st.Filter = filterFrom(p.returnFilter(r))
 	if !p.canReview(r, sub) {
-		d := p.dataFor(r, pr.Title, sub)
-		d.Message = st.Error
-		p.render(w, pr.Status, "error", d)
-		return
+		return &failure{status: pr.Status, title: pr.Title, message: st.Error, sub: sub}
 	}
-	p.renderDashboard(w, r, sub, pr.Status, st)
+	return p.renderDashboard(w, r, sub, pr.Status, st)
 }
 
 // returnFilter is the users filter a form was sent from.
-func (p *pages) returnFilter(r *http.Request) url.Values {
+func (p *Pages) returnFilter(r *http.Request) url.Values {
 	q, err := url.ParseQuery(r.PostFormValue("filter"))
 	if err != nil {
 		return url.Values{}
@@ -328,102 +321,89 @@ func (p *pages) returnFilter(r *http.Request) url.Values {
 
 // backToDashboard answers a successful form with a redirect to the section
 // it came from (post/redirect/get).
-func (p *pages) backToDashboard(w http.ResponseWriter, r *http.Request, notice, section string) {
+func (p *Pages) backToDashboard(r *http.Request, notice, section string) error {
 	q := filterFrom(p.returnFilter(r)).query()
 	q.Set("notice", notice)
-	http.Redirect(w, r, p.a.rt.PagesPrefix+"/admin?"+q.Encode()+"#"+section, http.StatusSeeOther)
+	return seeOther(p.rt.PagesPrefix + "/admin?" + q.Encode() + "#" + section)
 }
 
-func (p *pages) decide(approve bool) http.HandlerFunc {
+// review serves the approve (approve) and deny forms of a request.
+func (p *Pages) review(approve bool) handler {
 	verb, notice := "deny", "denied"
 	if approve {
 		verb, notice = "approve", "approved"
 	}
 	route := "PUT /api/access/{id}/" + verb
-	return func(w http.ResponseWriter, r *http.Request) {
-		sub, ok := p.formAction(w, r, route)
-		if !ok {
-			return
+	return func(w http.ResponseWriter, r *http.Request) error {
+		sub, err := p.formAction(w, r)
+		if err != nil {
+			return err
 		}
-		in := decisionInput{Comment: strings.TrimSpace(r.PostFormValue("comment"))}
+		in := actions.Review{Comment: strings.TrimSpace(r.PostFormValue("comment"))}
 		if approve {
 			in.Role = r.PostFormValue("role")
 			if v := r.PostFormValue("expires_at"); v != "" {
 				t, err := time.ParseInLocation("2006-01-02T15:04", v, time.UTC)
 				if err != nil {
-					p.dashboardFailure(w, r, sub, "The request was not approved", validation("the expiry date could not be read"), dashState{})
-					return
+					return p.dashboardFailure(w, r, sub, "The request was not approved", refusal.Validation("the expiry date could not be read"), dashState{})
 				}
 				in.ExpiresAt = &t
 			}
 		}
-		rec := newRecorder()
-		_, err := p.a.decideAccessRequest(rec, r, route, r.PathValue("id"), approve, in)
-		if pr := p.outcome(r, rec, err); pr != nil {
-			p.dashboardFailure(w, r, sub, "The request was not "+notice, pr, dashState{})
-			return
+		if _, err := p.acts.DecideAccessRequest(r, route, r.PathValue("id"), approve, in); err != nil {
+			return p.dashboardFailure(w, r, sub, "The request was not "+notice, err, dashState{})
 		}
-		p.backToDashboard(w, r, notice, "requests")
+		return p.backToDashboard(r, notice, "requests")
 	}
 }
 
-func (p *pages) setStatus(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.formAction(w, r, routeUserStatus)
-	if !ok {
-		return
+func (p *Pages) setStatus(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.formAction(w, r)
+	if err != nil {
+		return err
 	}
 	status := r.PostFormValue("status")
-	rec := newRecorder()
-	_, err := p.a.setUserStatus(rec, r, routeUserStatus, status, strings.TrimSpace(r.PostFormValue("reason")))
-	if pr := p.outcome(r, rec, err); pr != nil {
-		p.dashboardFailure(w, r, sub, "The status was not changed", pr, dashState{})
-		return
+	if _, err := p.acts.SetUserStatus(r, routeUserStatus, status, strings.TrimSpace(r.PostFormValue("reason"))); err != nil {
+		return p.dashboardFailure(w, r, sub, "The status was not changed", err, dashState{})
 	}
 	notice := "activated"
 	if status == store.StatusSuspended {
 		notice = "suspended"
 	}
-	p.backToDashboard(w, r, notice, "users")
+	return p.backToDashboard(r, notice, "users")
 }
 
-func (p *pages) setRole(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.formAction(w, r, routeUserRole)
-	if !ok {
-		return
+func (p *Pages) setRole(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.formAction(w, r)
+	if err != nil {
+		return err
 	}
-	rec := newRecorder()
-	_, err := p.a.setUserRole(rec, r, routeUserRole, r.PostFormValue("role"))
-	if pr := p.outcome(r, rec, err); pr != nil {
-		p.dashboardFailure(w, r, sub, "The role was not changed", pr, dashState{})
-		return
+	if _, err := p.acts.SetUserRole(r, routeUserRole, r.PostFormValue("role")); err != nil {
+		return p.dashboardFailure(w, r, sub, "The role was not changed", err, dashState{})
 	}
-	p.backToDashboard(w, r, "role_changed", "users")
+	return p.backToDashboard(r, "role_changed", "users")
 }
 
-func (p *pages) deleteUser(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.formAction(w, r, routeDeleteUser)
-	if !ok {
-		return
+func (p *Pages) deleteUser(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.formAction(w, r)
+	if err != nil {
+		return err
 	}
 	// The confirmation box is required in the form; a browser that ignores
 	// that still cannot delete by a single stray click.
 	if r.PostFormValue("confirm") != "yes" {
-		p.dashboardFailure(w, r, sub, "The user was not deleted", validation("tick the confirmation box to delete a user"), dashState{})
-		return
+		return p.dashboardFailure(w, r, sub, "The user was not deleted", refusal.Validation("tick the confirmation box to delete a user"), dashState{})
 	}
-	rec := newRecorder()
-	_, err := p.a.removeUser(rec, r, routeDeleteUser)
-	if pr := p.outcome(r, rec, err); pr != nil {
-		p.dashboardFailure(w, r, sub, "The user was not deleted", pr, dashState{})
-		return
+	if err := p.acts.DeleteUser(r, routeDeleteUser); err != nil {
+		return p.dashboardFailure(w, r, sub, "The user was not deleted", err, dashState{})
 	}
-	p.backToDashboard(w, r, "deleted", "users")
+	return p.backToDashboard(r, "deleted", "users")
 }
 
-func (p *pages) saveRole(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.formAction(w, r, routePutSettings)
-	if !ok {
-		return
+func (p *Pages) saveRole(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.formAction(w, r)
+	if err != nil {
+		return err
 	}
 	form := roleForm{
 		Name:        strings.TrimSpace(r.PostFormValue("name")),
@@ -432,38 +412,33 @@ func (p *pages) saveRole(w http.ResponseWriter, r *http.Request) {
 		Permissions: r.PostFormValue("permissions"),
 		Models:      r.PostFormValue("models"),
 	}
-	fail := func(pr *Problem) {
-		p.dashboardFailure(w, r, sub, "The role was not saved", pr, dashState{RoleForm: form})
+	fail := func(err error) error {
+		return p.dashboardFailure(w, r, sub, "The role was not saved", err, dashState{RoleForm: form})
 	}
-	rec := newRecorder()
-	if _, ok := p.a.authorize(rec, r, routePutSettings, nil, nil); !ok {
-		fail(rec.refusal())
-		return
+	if _, err := p.acts.Authorize(r, routePutSettings, nil, nil); err != nil {
+		return fail(err)
 	}
-	role, pr := form.setting()
-	if pr != nil {
-		fail(pr)
-		return
+	role, err := form.setting()
+	if err != nil {
+		return fail(err)
 	}
-	_, _, err := p.a.rt.PutRole(r.Context(), r, sub, form.Name, role)
-	if pr := p.outcome(r, rec, settingsError(err)); pr != nil {
-		fail(pr)
-		return
+	if _, _, err := p.acts.PutRole(r, routePutSettings, form.Name, role); err != nil {
+		return fail(err)
 	}
-	p.backToDashboard(w, r, "role_saved", "roles")
+	return p.backToDashboard(r, "role_saved", "roles")
 }
 
 // setting reads the role form. Empty lists stay nil: a built-in role may be
 // given models only, and the settings tell "not given" from "empty" by nil.
-func (f roleForm) setting() (core.RoleSetting, *Problem) {
+func (f roleForm) setting() (core.RoleSetting, error) {
 	var s core.RoleSetting
 	if f.Name == "" || strings.ContainsFunc(f.Name, func(r rune) bool { return r <= ' ' }) {
-		return s, validation("the role needs a name without spaces")
+		return s, refusal.Validation("the role needs a name without spaces")
 	}
 	if f.Rank != "" {
 		n, err := strconv.Atoi(f.Rank)
 		if err != nil {
-			return s, validation("the rank must be a whole number")
+			return s, refusal.Validation("the rank must be a whole number")
 		}
 		s.Rank = n
 	}
@@ -481,20 +456,18 @@ func fieldsOrNil(s string) []string {
 	return f
 }
 
-func (p *pages) createSystemToken(w http.ResponseWriter, r *http.Request) {
-	sub, ok := p.formAction(w, r, routeCreateToken)
-	if !ok {
-		return
+func (p *Pages) createSystemToken(w http.ResponseWriter, r *http.Request) error {
+	sub, err := p.formAction(w, r)
+	if err != nil {
+		return err
 	}
 	form := tokenFormFrom(r)
-	rec := newRecorder()
-	tok, err := p.a.newTokenFor(rec, r, routeCreateToken, form.input(store.TokenSystem))
-	if pr := p.outcome(r, rec, err); pr != nil {
-		p.dashboardFailure(w, r, sub, "The token was not created", pr, dashState{TokenForm: form})
-		return
+	tok, err := p.acts.CreateToken(r, routeCreateToken, form.input(store.TokenSystem))
+	if err != nil {
+		return p.dashboardFailure(w, r, sub, "The token was not created", err, dashState{TokenForm: form})
 	}
 	// The one answer that holds the token string: rendered, not redirected to.
-	p.renderDashboard(w, r, sub, http.StatusOK, dashState{
+	return p.renderDashboard(w, r, sub, http.StatusOK, dashState{
 		Notice: "The system token was created.", Created: tok, Filter: filterFrom(p.returnFilter(r)),
 	})
 }
@@ -508,28 +481,25 @@ func tokenFormFrom(r *http.Request) tokenForm {
 	}
 }
 
-func (f tokenForm) input(kind string) tokenInput {
-	return tokenInput{Name: f.Name, Kind: kind, Permissions: strings.Fields(f.Permissions),
+func (f tokenForm) input(kind string) actions.TokenRequest {
+	return actions.TokenRequest{Name: f.Name, Kind: kind, Permissions: strings.Fields(f.Permissions),
 		Models: fieldsOrNil(f.Models), ExpiresIn: f.ExpiresIn}
 }
 
 // revokeToken serves the revoke buttons of the dashboard and the account page.
-func (p *pages) revokeToken(page string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		sub, ok := p.formAction(w, r, routeRevokeToken)
-		if !ok {
-			return
+func (p *Pages) revokeToken(page string) handler {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		sub, err := p.formAction(w, r)
+		if err != nil {
+			return err
 		}
-		rec := newRecorder()
-		_, err := p.a.revokeTokenByID(rec, r, routeRevokeToken, r.PathValue("id"))
-		pr := p.outcome(r, rec, err)
+		err = p.acts.RevokeToken(r, routeRevokeToken, r.PathValue("id"))
 		switch {
-		case pr != nil && page == "/account":
-			p.accountFailure(w, r, sub, "The token was not revoked", pr, tokenForm{})
-		case pr != nil:
-			p.dashboardFailure(w, r, sub, "The token was not revoked", pr, dashState{})
-		default:
-			http.Redirect(w, r, p.a.rt.PagesPrefix+page+"?notice=token_revoked#tokens", http.StatusSeeOther)
+		case err != nil && page == "/account":
+			return p.accountFailure(w, r, sub, "The token was not revoked", err, tokenForm{})
+		case err != nil:
+			return p.dashboardFailure(w, r, sub, "The token was not revoked", err, dashState{})
 		}
+		return seeOther(p.rt.PagesPrefix + page + "?notice=token_revoked#tokens")
 	}
 }

@@ -1,4 +1,4 @@
-package admin
+package api
 
 import (
 	"errors"
@@ -8,81 +8,68 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
 )
 
 // login starts the authorization-code flow: a sealed login-state cookie, then
 // the IdP (303), or its URL as JSON for clients that ask for JSON.
-func (a *API) login(w http.ResponseWriter, r *http.Request, route string) {
+func (a *API) login(w http.ResponseWriter, r *http.Request, route string) error {
 	rd := r.URL.Query().Get("rd")
 	if r.Method == http.MethodPost && rd == "" {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, actions.MaxBodyBytes)
 		rd = r.PostFormValue("rd")
 	}
 	rd = identity.SafeRedirect(rd)
 	authURL, ls, err := a.rt.RP.Begin(r.Context(), rd)
 	if err != nil {
 		a.logError(r, err)
-		p := problem(http.StatusServiceUnavailable, "idp_unavailable", "Identity provider unavailable",
+		w.Header().Set("Retry-After", "10")
+		return refusal.New(http.StatusServiceUnavailable, "idp_unavailable", "Identity provider unavailable",
 			"the identity provider cannot be reached right now; sign-in will work again as soon as it answers")
-		if wantsHTML(r) {
-			w.Header().Set("Retry-After", "10")
-			a.pages.renderError(w, p.Status, p.Title, p.Detail)
-			return
-		}
-		writeProblem(w, p)
-		return
 	}
 	cookie, err := identity.SealLoginState(a.rt.LoginSealer, ls, a.rt.Secure)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	http.SetCookie(w, cookie)
 	if acceptsJSON(r) {
 		writeJSON(w, http.StatusOK, map[string]string{"authorize_url": authURL})
-		return
+		return nil
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
+	return nil
 }
 
 // callback finishes sign-in: checks state, exchanges the code, verifies the ID
 // token, records the user and starts a brand-new session.
-func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
-	fail := func(status int, code, detail string, cause error) {
+func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) error {
+	fail := func(status int, code, detail string, cause error) error {
 		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": code, "error": errString(cause)}})
 		http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure))
-		if wantsHTML(r) {
-			a.pages.renderLoginError(w, status, detail)
-			return
-		}
-		writeProblem(w, problem(status, code, "Sign-in failed", detail))
+		return refusal.New(status, code, "Sign-in failed", detail)
 	}
 	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
-		fail(http.StatusBadRequest, "login_failed", "the identity provider refused the sign-in ("+truncate(e, 100)+")", errors.New(e))
-		return
+		return fail(http.StatusBadRequest, "login_failed", "the identity provider refused the sign-in ("+truncate(e, 100)+")", errors.New(e))
 	}
 	ls, err := identity.OpenLoginState(a.rt.LoginSealer, r, a.rt.Secure, time.Now())
 	if err != nil {
-		fail(http.StatusBadRequest, "login_state_invalid", "this sign-in was not started here or took too long; please sign in again", err)
-		return
+		return fail(http.StatusBadRequest, "login_state_invalid", "this sign-in was not started here or took too long; please sign in again", err)
 	}
 	if err := identity.CheckState(ls, q.Get("state")); err != nil {
-		fail(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again", err)
-		return
+		return fail(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again", err)
 	}
 	claims, err := a.rt.RP.Finish(r.Context(), ls, q.Get("code"))
 	if err != nil {
 		if errors.Is(err, identity.ErrProviderUnavailable) {
-			fail(http.StatusServiceUnavailable, "idp_unavailable", "the identity provider cannot be reached right now; please try again shortly", err)
-			return
+			return fail(http.StatusServiceUnavailable, "idp_unavailable", "the identity provider cannot be reached right now; please try again shortly", err)
 		}
-		fail(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again", err)
-		return
+		return fail(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again", err)
 	}
 	ctx := r.Context()
 	user, err := a.rt.Store.RecordLogin(ctx, store.LoginInfo{
@@ -94,20 +81,17 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
 		Now:            time.Now().UTC(),
 	})
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	a.rt.InvalidateUser(user.ID)
 	// Whatever session this browser had before is ended, so a planted cookie
 	// never becomes a signed-in session (session fixation).
 	if err := a.rt.EndSession(ctx, r); err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	cookie, _, err := a.rt.Sessions.Create(ctx, user.ID, claims.RawIDToken)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
 		Detail: map[string]any{"status": user.Status, "role": user.Role}})
@@ -119,26 +103,25 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) {
 		dest = a.rt.PagesPrefix + "/request-access"
 	}
 	http.Redirect(w, r, dest, http.StatusSeeOther)
+	return nil
 }
 
 // logout ends the session (if any), clears the cookie and, for a form post,
 // continues to the IdP's end-session endpoint when it has one.
-func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) {
+func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) error {
 	ctx := r.Context()
 	var hint string
-	sub, _, err := a.identify(r)
+	sub, _, err := a.acts.Identify(r)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	if sub != nil {
-		if _, ok := a.authorize(w, r, route, nil, nil); !ok {
-			return
+		if _, err := a.acts.Authorize(r, route, nil, nil); err != nil {
+			return err
 		}
 		hint = sub.Session.IDTokenHint
 		if err := a.rt.Logout(ctx, r, sub); err != nil {
-			a.writeError(w, r, err)
-			return
+			return err
 		}
 	}
 	http.SetCookie(w, a.rt.Sessions.ClearCookie())
@@ -150,33 +133,32 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) {
 			}
 		}
 		http.Redirect(w, r, dest, http.StatusSeeOther)
-		return
+		return nil
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // refresh rotates the session: the old cookie stops working at once.
-func (a *API) refresh(w http.ResponseWriter, r *http.Request, route string) {
-	if _, ok := a.authorize(w, r, route, nil, nil); !ok {
-		return
+func (a *API) refresh(w http.ResponseWriter, r *http.Request, route string) error {
+	if _, err := a.acts.Authorize(r, route, nil, nil); err != nil {
+		return err
 	}
 	ctx := r.Context()
 	cookie, sess, err := a.rt.RotateSession(ctx, r)
 	if errors.Is(err, identity.ErrSessionInvalid) || errors.Is(err, identity.ErrNoSession) {
-		writeProblem(w, problem(http.StatusUnauthorized, "invalid_token", "Invalid credentials", "the session is no longer valid"))
-		return
+		return actions.InvalidCredentials("the session is no longer valid")
 	}
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	user, err := a.rt.Store.GetUser(ctx, sess.UserID)
 	if err != nil {
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	http.SetCookie(w, cookie)
 	writeJSON(w, http.StatusOK, map[string]any{"user": user, "expires_at": sess.ExpiresAt.UTC()})
+	return nil
 }
 
 // userView is a user record with the caller's effective permissions.
@@ -185,18 +167,17 @@ type userView struct {
 	Permissions []string `json:"permissions"`
 }
 
-func (a *API) me(w http.ResponseWriter, r *http.Request, route string) {
-	sub, ok := a.authorize(w, r, route, nil, nil)
-	if !ok {
-		return
+func (a *API) me(w http.ResponseWriter, r *http.Request, route string) error {
+	sub, err := a.acts.Authorize(r, route, nil, nil)
+	if err != nil {
+		return err
 	}
 	ctx := r.Context()
 	perms := []string{}
 	if sub.User.Status == store.StatusActive {
 		p, err := a.rt.Policy().Permissions(ctx, sub.User.Role)
 		if err != nil {
-			a.writeError(w, r, err)
-			return
+			return err
 		}
 		perms = p
 		if sub.Token != nil {
@@ -210,10 +191,10 @@ func (a *API) me(w http.ResponseWriter, r *http.Request, route string) {
 	case err == nil:
 		req = latest
 	case !errors.Is(err, store.ErrNotFound):
-		a.writeError(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"user": userView{sub.User, perms}, "access_request": req})
+	return nil
 }
 
 func wantsHTML(r *http.Request) bool {

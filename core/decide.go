@@ -1,0 +1,112 @@
+package core
+
+import (
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/gatehouse/gatehouse/policy"
+)
+
+// DecisionRequest is what the policy is asked about.
+type DecisionRequest struct {
+	Subject *Subject
+	// Method is the method the backend will act on, when it is not r.Method
+	// (an HTTP/2 websocket's CONNECT reaches it as a GET).
+	Method string
+	// Path and PathFolded are CleanPath(r.URL.Path) and its folding, when the
+	// caller has worked them out already (the guard has).
+	Path, PathFolded string
+	APIRoute         string // "" for backend requests
+	Target           *policy.Target
+	Change           *policy.Change
+	Model            *string
+}
+
+// Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
+// Backend decisions of a cacheable policy are remembered.
+func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
+	engine := rt.Policy()
+	reqPath, folded := d.Path, d.PathFolded
+	if reqPath == "" {
+		reqPath, folded = CleanPath(r.URL.Path), ""
+	}
+	method := d.Method
+	if method == "" {
+		method = strings.ToUpper(r.Method)
+	}
+	cacheable := d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable()
+	var key decisionKey
+	if cacheable {
+		key = newDecisionKey(d.Subject, method, reqPath, d.Model)
+		if dec, ok := rt.decisions.get(engine, key); ok {
+			return dec, nil
+		}
+	}
+	if folded == "" {
+		folded = policy.FoldPath(reqPath)
+	}
+	in := &policy.Input{
+		Request: policy.Request{
+			Method:     method,
+			Path:       reqPath,
+			PathFolded: folded,
+			Host:       r.Host,
+			Query:      r.URL.RawQuery,
+			Headers:    lowerHeaders(r.Header),
+		},
+		Target: d.Target,
+		Change: d.Change,
+		Model:  d.Model,
+		NowNS:  time.Now().UnixNano(),
+	}
+	if d.APIRoute != "" {
+		route := d.APIRoute
+		in.APIRoute = &route
+	}
+	if s := d.Subject; s != nil {
+		in.Subject = &policy.Subject{
+			ID:     s.User.ID,
+			Email:  s.User.Email,
+			Name:   s.User.Name,
+			Role:   s.User.Role,
+			Status: s.User.Status,
+			Auth:   s.Auth,
+		}
+		if t := s.Token; t != nil {
+			in.Subject.Token = &policy.Token{ID: t.ID, Kind: t.Kind, Scope: t.Scope, Models: t.Models}
+		}
+	}
+	dec, err := engine.Decide(r.Context(), in)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+	}
+	if cacheable {
+		rt.decisions.put(engine, key, dec)
+	}
+	return dec, nil
+}
+
+// CleanPath is the path the policy and the guard's routes see: "//secret",
+// "/secret/" and "/a/../secret" are all "/secret", so a rule or a model route
+// cannot be stepped around by spelling the path differently. The request
+// itself goes upstream unchanged.
+func CleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return path.Clean(p)
+}
+
+func lowerHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if strings.EqualFold(k, "Cookie") || strings.EqualFold(k, "Authorization") {
+			continue // credentials never reach the policy input
+		}
+		out[strings.ToLower(k)] = strings.Join(v, ", ")
+	}
+	return out
+}
