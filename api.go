@@ -8,6 +8,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/gatehouse/gatehouse/api"
+	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/pages"
 )
 
@@ -18,6 +19,7 @@ func init() {
 // APIHandler is the http.handlers.gatehouse_api module: it serves Gatehouse's
 // own routes (API, pages, JWKS, dev IdP) and hands every other request on.
 type APIHandler struct {
+	rt  *core.Runtime
 	api *api.API
 }
 
@@ -35,13 +37,16 @@ func (h *APIHandler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse_api: loading the gatehouse app: %w", err)
 	}
-	rt := app.(*App).Runtime()
-	h.api = api.New(rt, pages.New(rt))
+	h.rt = app.(*App).Runtime()
+	h.api = api.New(h.rt, pages.New(h.rt))
 	return nil
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *APIHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if err := h.rt.Ready(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
 	if h.api.Serve(w, r) {
 		return nil
 	}

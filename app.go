@@ -37,7 +37,9 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision replaces placeholders, applies defaults and assembles the runtime.
+// Provision replaces placeholders, applies defaults and assembles the
+// runtime, compiling the policy. It writes nothing — `caddy validate` runs
+// it too: the store, the secret and the keys are opened by Start.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.Logger = ctx.Logger()
@@ -46,7 +48,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	rt, err := core.Open(ctx, a.Options)
+	rt, err := core.New(ctx, a.Options)
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
 	}
@@ -97,10 +99,15 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start runs the background workers (notification delivery, fan-out, store
-// polling, session sweeping) on the configuration's Caddy context, so they
-// end when the configuration is unloaded.
+// Start opens the runtime — the store (migrated), the master secret and the
+// signing keys, created when missing, and the settings' policy — and runs
+// the background workers (notification delivery, fan-out, store polling,
+// policy files, session sweeping) on the configuration's Caddy context, so
+// they end when the configuration is unloaded.
 func (a *App) Start() error {
+	if err := a.rt.Open(a.ctx); err != nil {
+		return fmt.Errorf("gatehouse: %w", err)
+	}
 	a.rt.Start(a.ctx)
 	return nil
 }
@@ -111,7 +118,8 @@ func (a *App) Stop() error { return nil }
 
 // Cleanup waits for the background workers, records the last token uses and
 // gives back the store and the Redis client (kept while the next
-// configuration shares them).
+// configuration shares them). After a Provision without Start (`caddy
+// validate`, a configuration that failed to load) there is nothing to give back.
 func (a *App) Cleanup() error {
 	if a.rt == nil {
 		return nil
@@ -119,7 +127,8 @@ func (a *App) Cleanup() error {
 	return a.rt.Close()
 }
 
-// Runtime is the shared state the handlers use.
+// Runtime is the shared state the handlers use. The handlers get it while
+// they are provisioned, before Start has opened it: they ask Ready first.
 func (a *App) Runtime() *core.Runtime { return a.rt }
 
 // Interface guards

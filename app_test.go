@@ -216,6 +216,8 @@ func TestValidateRejects(t *testing.T) {
 			a.Notify = &notify.Config{SMTP: &notify.SMTPConfig{Host: "h", From: "f@x", Port: 99999}}
 		}, "bad port 99999"},
 		{"max_staleness below the resync interval", func(a *App) { a.MaxStaleness = caddy.Duration(time.Second) }, "max_staleness must be at least 15s"},
+		{"key_prepublish below the JWKS max-age", func(a *App) { a.KeyPrepublish = caddy.Duration(time.Second) }, "gatehouse: key_prepublish 1s is too short"},
+		{"negative key_prepublish", func(a *App) { a.KeyPrepublish = caddy.Duration(-time.Minute) }, "gatehouse: key_prepublish -1m0s is too short"},
 		{"unknown store driver", func(a *App) { a.Store = &core.StoreConfig{Driver: "mysql", DSN: "x"} }, `gatehouse: store: unknown driver "mysql" (supported: sqlite, postgres)`},
 		{"postgres without a URL", func(a *App) {
 			a.Store = &core.StoreConfig{Driver: "postgres"}

@@ -52,6 +52,7 @@ func init() {
 //		session_lifetime     <duration>
 //		session_idle_timeout <duration>
 //		signing_algorithm    ES256|EdDSA|RS256
+//		key_prepublish       <duration>
 //		notify {
 //			webhook <url> <secret>
 //			smtp {
@@ -93,6 +94,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"session_lifetime":     durationArg(&a.SessionLifetime),
 		"session_idle_timeout": durationArg(&a.SessionIdleTimeout),
 		"signing_algorithm":    stringArg(&a.SigningAlgorithm),
+		"key_prepublish":       durationArg(&a.KeyPrepublish),
 		"token_lifetime":       a.unmarshalTokenLifetime,
 		"token_audience":       appendArgs(&a.TokenAudiences),
 		"max_staleness":        durationArg(&a.MaxStaleness),

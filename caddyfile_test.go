@@ -93,6 +93,11 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 			want:  core.Options{SessionLifetime: caddy.Duration(7 * 24 * time.Hour)},
 		},
 		{
+			name:  "key_prepublish",
+			input: gatehouseBlock("key_prepublish 20m"),
+			want:  core.Options{KeyPrepublish: caddy.Duration(20 * time.Minute)},
+		},
+		{
 			name: "bootstrap_admin and policy repeat and take several arguments",
 			input: `gatehouse {
 				bootstrap_admin alice@example.com bob@example.com

@@ -7,6 +7,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/guard"
 	"github.com/gatehouse/gatehouse/pages"
 )
@@ -32,6 +33,7 @@ type Guard struct {
 	// them with 400 ambiguous_request.
 	AllowAmbiguousPaths bool `json:"allow_ambiguous_paths,omitempty"`
 
+	rt    *core.Runtime
 	guard *guard.Guard
 }
 
@@ -49,13 +51,13 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: loading the gatehouse app: %w", err)
 	}
-	rt := app.(*App).Runtime()
-	g.guard, err = guard.New(ctx, rt, guard.Options{
+	g.rt = app.(*App).Runtime()
+	g.guard, err = guard.New(ctx, g.rt, guard.Options{
 		ModelRoutes:         g.ModelRoutes,
 		ListingRoutes:       g.ListingRoutes,
 		MaxBodyBytes:        g.MaxBodyBytes,
 		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
-		ErrorPage:           pages.ErrorPage(rt),
+		ErrorPage:           pages.ErrorPage(g.rt),
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
@@ -65,6 +67,9 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (g *Guard) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if err := g.rt.Ready(r.Context()); err != nil {
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
 	return g.guard.Serve(w, r, next.ServeHTTP)
 }
 

@@ -23,6 +23,7 @@ import (
 type Pages interface {
 	Register(mux *http.ServeMux)
 	LoginErrorPage(w http.ResponseWriter, status int, title, message string)
+	SignOutPage(w http.ResponseWriter, endSession string)
 }
 
 // API serves Gatehouse's own routes.
@@ -78,6 +79,7 @@ func New(rt *core.Runtime, pages Pages) *API {
 		a.mux.HandleFunc(method+" "+a.apiPath(path), a.serve(rt.pattern, rt.handle))
 	}
 	a.mux.HandleFunc("GET /.well-known/jwks.json", a.jwks)
+	a.mux.HandleFunc("GET /.well-known/openid-configuration", a.openIDConfiguration)
 	// Paths Gatehouse owns answer 404/405 themselves instead of falling
 	// through to the backend; everything else under the prefix (an Ollama
 	// backend's /api/chat, say) is the backend's.
@@ -184,6 +186,6 @@ func (a *API) health(w http.ResponseWriter, r *http.Request, route string) error
 
 func (a *API) jwks(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Cache-Control", a.jwksCacheControl())
 	_, _ = w.Write(a.rt.Keys.JWKS())
 }

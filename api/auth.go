@@ -2,11 +2,14 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
@@ -25,6 +28,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, route string) error 
 	}
 	rd = identity.SafeRedirect(rd)
 	authURL, ls, err := a.rt.RP.Begin(r.Context(), rd)
+	if errors.Is(err, identity.ErrMisconfigured) {
+		a.rt.Logger.Error("sign-in is misconfigured", zap.Error(err))
+		return errMisconfigured
+	}
 	if err != nil {
 		a.logError(r, err)
 		w.Header().Set("Retry-After", "10")
@@ -34,6 +41,9 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, route string) error 
 	cookie, err := identity.SealLoginState(a.rt.LoginSealer, ls, a.rt.Secure)
 	if err != nil {
 		return err
+	}
+	for _, stale := range identity.StaleLoginCookies(a.rt.LoginSealer, r, a.rt.Secure, time.Now()) {
+		http.SetCookie(w, stale)
 	}
 	http.SetCookie(w, cookie)
 	if acceptsJSON(r) {
@@ -45,31 +55,56 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, route string) error 
 	return nil
 }
 
+// errMisconfigured is a sign-in that can never work until the operator fixes
+// the provider's registration; the cause is in the log at error.
+var errMisconfigured = refusal.New(http.StatusInternalServerError, "login_misconfigured", "Sign-in is misconfigured",
+	"sign-in is misconfigured; please tell the administrator (Gatehouse's log names the cause)")
+
+// misconfiguredAtIdP are the authorization errors (RFC 6749 §4.1.2.1) that
+// say the client registration is wrong, not the person's sign-in.
+var misconfiguredAtIdP = map[string]bool{"unauthorized_client": true, "invalid_client": true,
+	"unsupported_response_type": true, "invalid_scope": true}
+
 // callback finishes sign-in: checks state, exchanges the code, verifies the ID
 // token, records the user and starts a brand-new session.
 func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) error {
-	fail := func(status int, code, detail string, cause error) error {
-		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": code, "error": errString(cause)}})
-		http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure))
+	q := r.URL.Query()
+	state := q.Get("state")
+	fail := func(p *refusal.Problem, cause error) error {
+		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": p.Code, "error": errString(cause)}})
+		if state != "" {
+			// Only this flow's state: another tab's sign-in goes on.
+			http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure, state))
+		}
+		if p.Code == errMisconfigured.Code {
+			a.rt.Logger.Error("sign-in is misconfigured", zap.Error(cause))
+		}
+		return p
+	}
+	failed := func(status int, code, detail string) *refusal.Problem {
 		return refusal.New(status, code, "Sign-in failed", detail)
 	}
-	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
-		return fail(http.StatusBadRequest, "login_failed", "the identity provider refused the sign-in ("+truncate(e, 100)+")", errors.New(e))
+		if misconfiguredAtIdP[e] {
+			return fail(errMisconfigured, fmt.Errorf("the identity provider answered the authorization request with %s: %s", e, truncate(q.Get("error_description"), 200)))
+		}
+		return fail(failed(http.StatusBadRequest, "login_failed", "the identity provider refused the sign-in ("+truncate(e, 100)+")"), errors.New(e))
 	}
-	ls, err := identity.OpenLoginState(a.rt.LoginSealer, r, a.rt.Secure, time.Now())
+	ls, err := identity.OpenLoginState(a.rt.LoginSealer, r, a.rt.Secure, state, time.Now())
 	if err != nil {
-		return fail(http.StatusBadRequest, "login_state_invalid", "this sign-in was not started here or took too long; please sign in again", err)
+		return fail(failed(http.StatusBadRequest, "login_state_invalid", "this sign-in was not started here or took too long; please sign in again"), err)
 	}
-	if err := identity.CheckState(ls, q.Get("state")); err != nil {
-		return fail(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again", err)
+	if err := identity.CheckState(ls, state); err != nil {
+		return fail(failed(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again"), err)
 	}
 	claims, err := a.rt.RP.Finish(r.Context(), ls, q.Get("code"))
-	if err != nil {
-		if errors.Is(err, identity.ErrProviderUnavailable) {
-			return fail(http.StatusServiceUnavailable, "idp_unavailable", "the identity provider cannot be reached right now; please try again shortly", err)
-		}
-		return fail(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again", err)
+	switch {
+	case errors.Is(err, identity.ErrMisconfigured):
+		return fail(errMisconfigured, err)
+	case errors.Is(err, identity.ErrProviderUnavailable):
+		return fail(failed(http.StatusServiceUnavailable, "idp_unavailable", "the identity provider cannot be reached right now; please try again shortly"), err)
+	case err != nil:
+		return fail(failed(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again"), err)
 	}
 	ctx := r.Context()
 	user, err := a.rt.Store.RecordLogin(ctx, store.LoginInfo{
@@ -95,7 +130,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	}
 	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
 		Detail: map[string]any{"status": user.Status, "role": user.Role}})
-	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure))
+	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure, state))
 	http.SetCookie(w, cookie)
 	w.Header().Set("Cache-Control", "no-store")
 	dest := ls.Redirect
@@ -126,13 +161,13 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) error
 	}
 	http.SetCookie(w, a.rt.Sessions.ClearCookie())
 	if isFormPost(r) {
-		dest := "/"
 		if hint != "" {
-			if u := a.rt.RP.EndSessionURL(ctx, hint, a.rt.PublicURL.String()+"/"); u != "" {
-				dest = u
+			if u := a.rt.RP.EndSessionURL(ctx, hint, a.rt.PublicURL.String()+"/"); u != "" && a.pages != nil {
+				a.pages.SignOutPage(w, u)
+				return nil
 			}
 		}
-		http.Redirect(w, r, dest, http.StatusSeeOther)
+		http.Redirect(w, r, "/", http.StatusSeeOther)
 		return nil
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/devidp"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/keys"
 	"github.com/gatehouse/gatehouse/notify"
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -51,6 +52,10 @@ type Options struct {
 	Notify *notify.Config `json:"notify,omitempty"`
 	// SigningAlgorithm is ES256 (default), EdDSA or RS256.
 	SigningAlgorithm string `json:"signing_algorithm,omitempty"`
+	// KeyPrepublish is how long the next signing key is in the JWKS before
+	// a rotation may make it sign (default 10m, keys.DefaultPrepublish). The
+	// JWKS is served with max-age half of it, at most 5m.
+	KeyPrepublish caddy.Duration `json:"key_prepublish,omitempty"`
 	// TokenLifetimes caps API token lifetimes per kind (personal, user: 90d; system: 365d).
 	TokenLifetimes map[string]caddy.Duration `json:"token_lifetimes,omitempty"`
 	// TokenAudiences are extra aud values of API tokens (besides "gatehouse").
@@ -254,6 +259,10 @@ func (o *Options) validateTokens() error {
 		if d < caddy.Duration(time.Minute) {
 			return fmt.Errorf("token_lifetime %s must be at least 1m", kind)
 		}
+	}
+	if o.KeyPrepublish != 0 && o.KeyPrepublish < caddy.Duration(keys.MinPrepublish) {
+		return fmt.Errorf("key_prepublish %s is too short: the next key must be in the JWKS for the max-age it is served with (half of key_prepublish, at least 1s) plus the second other instances take to publish it; use at least %s",
+			time.Duration(o.KeyPrepublish), keys.MinPrepublish)
 	}
 	return nil
 }

@@ -13,9 +13,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +66,10 @@ type Runtime struct {
 	decisions       decisionCache
 	denials         denialThrottle
 	policyPaths     []string
+	policyMu        sync.Mutex    // one policy build and switch at a time: settings, routes, files
+	policyFiles     *policy.Files // the files the current policy was built from (policyMu)
+	policySeen      string        // the digest, or error, of the files last looked at (policyMu)
+	policySettings  Settings      // the settings the current policy was built with (policyMu)
 	routesMu        sync.Mutex
 	extraRoutes     map[string]policy.Route // the guards' model_routes and listing_routes
 	policy          atomic.Pointer[policy.Engine]
@@ -71,15 +78,19 @@ type Runtime struct {
 	assertions      assertionCache
 	inflight        inflight
 
-	releaseStore func() // gives the shared store back (shared.go)
+	opts         Options       // what Open opens
+	opened       chan struct{} // closed once Open succeeded
+	releaseStore func()        // gives the shared store back (shared.go)
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
 
-// Open builds the runtime from options that passed Validate. Nothing here
-// needs the identity provider to be up.
-func Open(ctx context.Context, o Options) (*Runtime, error) {
+// New assembles the runtime from options that passed Validate, and has no
+// side effects: it parses, and compiles the policy from its files and the
+// built-in data, so that `caddy validate` reports a broken policy and writes
+// nothing. The runtime serves requests once Open has opened the rest.
+func New(ctx context.Context, o Options) (*Runtime, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -92,7 +103,10 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		Secure:          pub.Scheme == "https",
 		APIPrefix:       o.APIPrefix,
 		PagesPrefix:     o.PagesPrefix,
+		Notify:          o.notifyConfig(),
 		Logger:          o.Logger,
+		opts:            o,
+		opened:          make(chan struct{}),
 		bootstrapAdmins: map[string]bool{},
 		inflight:        inflight{wake: make(chan struct{}, 1)},
 		users:           newUserCache(),
@@ -103,50 +117,72 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 	for _, e := range o.BootstrapAdmins {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
 	}
-
-	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.Store.Driver, o.Store.DSN, time.Duration(o.StoreTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			if rt.fanout != nil {
-				rt.fanout.release()
-			}
-			rt.releaseStore()
+	if o.Store != nil && o.Store.Driver == "sqlite" {
+		if err := checkFilePath(o.Store.DSN); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
 		}
-	}()
-
-	secret, err := loadSecret(o, rt.Logger)
-	if err != nil {
-		return nil, err
 	}
-	rt.LoginSealer = secret.Sealer("login-state")
-	var longest time.Duration
-	rt.tokenLifetimes, longest = o.tokenLifetimes()
-	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer(keys.SigningKeyPurpose), keys.RingConfig{Algorithm: o.SigningAlgorithm, MaxTokenLifetime: longest}, time.Now)
-	if err != nil {
-		return nil, fmt.Errorf("signing keys: %w", err)
+	if o.Secret != "" {
+		if _, err := keys.SecretFromString(o.Secret); err != nil {
+			return nil, fmt.Errorf("secret: %w", err)
+		}
+	} else if o.SecretFile != "" {
+		if err := checkFilePath(o.SecretFile); err != nil {
+			return nil, fmt.Errorf("secret_file: %w", err)
+		}
 	}
+	rt.tokenLifetimes, _ = o.tokenLifetimes()
 	rt.tokenAudiences = o.TokenAudiences
 	rt.maxStaleness = time.Duration(o.MaxStaleness)
 	if rt.maxStaleness <= 0 {
 		rt.maxStaleness = 30 * time.Second
 	}
+
+	rt.policyPaths = o.PolicyPaths
+	if err := rt.readPolicyFiles(ctx); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return rt, nil
+}
+
+// Open opens what the runtime keeps outside the process — the store
+// (migrated), the master secret (created when missing), the signing keys —
+// and reads the revocation list and the settings, whose policy replaces the
+// one New compiled. The Caddy app calls it from Start, never from Provision.
+// Close gives back what it opened, even when it failed halfway.
+func (rt *Runtime) Open(ctx context.Context) (err error) {
+	o := rt.opts
+	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.Store.Driver, o.Store.DSN, time.Duration(o.StoreTimeout))
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			rt.release()
+		}
+	}()
+
+	secret, err := loadSecret(o, rt.Logger)
+	if err != nil {
+		return err
+	}
+	rt.LoginSealer = secret.Sealer("login-state")
+	_, longest := o.tokenLifetimes()
+	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer(keys.SigningKeyPurpose), rt.ringConfig(o, longest), time.Now)
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
 	if o.Redis != "" {
 		if rt.fanout, err = newFanout(o.Redis); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	rt.tokens = tokens.NewVerifier(rt.Keys, tokens.VerifierConfig{Issuer: o.PublicURL, Audience: TokenAudience})
 	if err := rt.syncRevocations(ctx); err != nil {
-		return nil, fmt.Errorf("revocation list: %w", err)
+		return fmt.Errorf("revocation list: %w", err)
 	}
-
-	rt.policyPaths = o.PolicyPaths
 	if err := rt.loadPolicy(ctx); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return fmt.Errorf("policy: %w", err)
 	}
 
 	rt.Sessions = identity.NewSessions(rt.Store, identity.SessionConfig{
@@ -154,16 +190,60 @@ func Open(ctx context.Context, o Options) (*Runtime, error) {
 		IdleTimeout: time.Duration(o.SessionIdleTimeout),
 		Secure:      rt.Secure,
 	}, time.Now)
-
 	if rt.RP, err = rt.relyingParty(o); err != nil {
-		return nil, err
+		return err
 	}
-
-	rt.Notify = o.notifyConfig()
 	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"))
 
-	ok = true
+	close(rt.opened)
+	return nil
+}
+
+// Open is New and Open in one, for a runtime outside Caddy (tests, tools).
+func Open(ctx context.Context, o Options) (*Runtime, error) {
+	rt, err := New(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.Open(ctx); err != nil {
+		return nil, err
+	}
 	return rt, nil
+}
+
+// readyWait bounds how long a request waits for Open: Caddy starts its apps
+// in no set order, so the HTTP server may take a request a moment before the
+// gatehouse app has opened the runtime.
+const readyWait = 5 * time.Second
+
+// Ready waits until Open has succeeded, for at most readyWait, and is
+// ErrUnavailable if it did not: a request is never decided without the
+// store, the keys and the settings' policy.
+func (rt *Runtime) Ready(ctx context.Context) error {
+	select {
+	case <-rt.opened:
+		return nil
+	default:
+	}
+	t := time.NewTimer(readyWait)
+	defer t.Stop()
+	select {
+	case <-rt.opened:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: gatehouse has not started: %v", ErrUnavailable, ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("%w: gatehouse has not started", ErrUnavailable)
+	}
+}
+
+func (rt *Runtime) isOpen() bool {
+	select {
+	case <-rt.opened:
+		return true
+	default:
+		return false
+	}
 }
 
 func openStore(ctx context.Context, driver, dsn string, timeout time.Duration) (store.Store, error) {
@@ -206,6 +286,34 @@ func loadSecret(o Options, logger *zap.Logger) (*keys.Secret, error) {
 			zap.String("path", o.SecretFile))
 	}
 	return s, nil
+}
+
+// checkFilePath reports, without creating anything, why Open could not
+// open or create the file at path: the path, or a directory on the way to it,
+// is something else.
+func checkFilePath(path string) error {
+	info, err := os.Stat(path)
+	switch {
+	case err == nil && !info.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", path)
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return err // ENOTDIR: a file where a directory should be
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		info, err := os.Stat(dir)
+		switch {
+		case err == nil && !info.IsDir():
+			return fmt.Errorf("%s is not a directory", dir)
+		case err == nil:
+			return nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return err
+		case filepath.Dir(dir) == dir:
+			return nil
+		}
+	}
 }
 
 // relyingParty is the OIDC client of the configured provider, or of the
@@ -268,9 +376,9 @@ func (rt *Runtime) IsBootstrapAdmin(email string) bool {
 	return email != "" && rt.bootstrapAdmins[strings.ToLower(email)]
 }
 
-// Start runs the background workers until ctx ends (for the Caddy module,
-// the context of its configuration, which ends when that is unloaded) or
-// Stop.
+// Start runs the background workers of an open runtime until ctx ends (for
+// the Caddy module, the context of its configuration, which ends when that is
+// unloaded) or Stop.
 func (rt *Runtime) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	rt.stop = cancel
@@ -303,6 +411,11 @@ func (rt *Runtime) Start(ctx context.Context) {
 		{10 * time.Minute, 10 * time.Minute, rt.sweepSessions},
 	} {
 		run(func(ctx context.Context) { rt.every(ctx, task.withRedis, task.without, task.do) })
+	}
+	if len(rt.policyPaths) > 0 {
+		// `caddy reload` of an unchanged Caddyfile is "config is unchanged":
+		// the runtime itself notices an edited policy file.
+		run(func(ctx context.Context) { rt.every(ctx, time.Second, time.Second, rt.checkPolicyFiles) })
 	}
 }
 
@@ -338,18 +451,29 @@ func (rt *Runtime) Stop() {
 		rt.stop()
 	}
 	rt.wg.Wait()
-	rt.writeTokenUsage(context.Background())
+	if rt.isOpen() {
+		rt.writeTokenUsage(context.Background())
+	}
 }
 
 // Close gives back the store and the Redis client: they close when no other
-// runtime of this process (the next configuration) shares them.
+// runtime of this process (the next configuration) shares them. A runtime
+// that was never opened (`caddy validate`) holds neither.
 func (rt *Runtime) Close() error {
 	rt.Stop()
+	rt.release()
+	return nil
+}
+
+func (rt *Runtime) release() {
 	if rt.fanout != nil {
 		rt.fanout.release()
+		rt.fanout = nil
 	}
-	rt.releaseStore()
-	return nil
+	if rt.releaseStore != nil {
+		rt.releaseStore()
+		rt.releaseStore = nil
+	}
 }
 
 // WakeNotifier asks for prompt delivery of freshly enqueued notifications.

@@ -140,18 +140,7 @@ func (rt *Runtime) changeSettings(ctx context.Context, r *http.Request, actor *S
 		if cur.Roles == nil {
 			cur.Roles = map[string]RoleSetting{}
 		}
-		engine, err := rt.buildPolicy(ctx, cur)
-		if err != nil {
-			return Settings{}, "", err
-		}
-		if err := rt.checkRolesInUse(ctx, before, cur.Roles); err != nil {
-			return Settings{}, "", err
-		}
-		next, err := json.Marshal(cur)
-		if err != nil {
-			return Settings{}, "", err
-		}
-		err = rt.Store.PutSettingIf(ctx, settingsKey, raw, next)
+		next, err := rt.putSettings(ctx, raw, cur, before)
 		if errors.Is(err, store.ErrConflict) {
 			if version != "" {
 				return Settings{}, "", ErrSettingsConflict
@@ -159,10 +148,8 @@ func (rt *Runtime) changeSettings(ctx context.Context, r *http.Request, actor *S
 			continue // another change landed first: apply this one to it
 		}
 		if err != nil {
-			return Settings{}, "", fmt.Errorf("%w: store settings: %v", ErrUnavailable, err)
+			return Settings{}, "", err
 		}
-		rt.policy.Store(engine)
-		rt.settingsRaw.Store(&next)
 		rt.announce(fanoutEvent{Kind: "settings"})
 		rt.Audit(ctx, r, AuditEvent{Type: "settings.changed", ActorID: actor.User.ID,
 			Detail: map[string]any{"roles": changedRoles(before, cur.Roles)}})
@@ -171,6 +158,37 @@ func (rt *Runtime) changeSettings(ctx context.Context, r *http.Request, actor *S
 		return cur, SettingsVersion(next), nil
 	}
 	return Settings{}, "", fmt.Errorf("%w: the settings kept changing; try again", ErrUnavailable)
+}
+
+// putSettings builds the policy of s, stores s in place of raw (a
+// store.ErrConflict when raw is no longer the stored document) and switches
+// to that policy. It holds policyMu throughout, so that no other switch (a
+// settings change read from the store, an edited policy file) lands between
+// the build and the switch and is then undone.
+func (rt *Runtime) putSettings(ctx context.Context, raw []byte, s Settings, before map[string]RoleSetting) ([]byte, error) {
+	rt.policyMu.Lock()
+	defer rt.policyMu.Unlock()
+	engine, err := rt.buildPolicy(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	if err := rt.checkRolesInUse(ctx, before, s.Roles); err != nil {
+		return nil, err
+	}
+	next, err := json.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	err = rt.Store.PutSettingIf(ctx, settingsKey, raw, next)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: store settings: %v", ErrUnavailable, err)
+	}
+	rt.switchPolicy(engine, s)
+	rt.settingsRaw.Store(&next)
+	return next, nil
 }
 
 // checkRolesInUse refuses to remove a custom role that users still hold.
@@ -231,12 +249,20 @@ func parseSettings(raw []byte) (Settings, error) {
 	return s, nil
 }
 
-// buildPolicy compiles the configured policy with the settings' data overlay.
+// buildPolicy compiles the policy files the running policy was built from
+// with the settings' data overlay. The caller holds policyMu.
 func (rt *Runtime) buildPolicy(ctx context.Context, s Settings) (*policy.Engine, error) {
+	return rt.compilePolicy(ctx, rt.policyFiles, s)
+}
+
+// compilePolicy compiles files with the settings' data overlay and the
+// guards' routes. An error is ErrInvalidSettings when settings give roles:
+// the files alone compiled when they were read.
+func (rt *Runtime) compilePolicy(ctx context.Context, files *policy.Files, s Settings) (*policy.Engine, error) {
 	if err := validateSettings(s); err != nil {
 		return nil, err
 	}
-	opts := policy.Options{Paths: rt.policyPaths, Data: map[string]any{}}
+	opts := policy.Options{Files: files, Data: map[string]any{}}
 	rt.routesMu.Lock()
 	if len(rt.extraRoutes) > 0 {
 		routes := map[string]any{}
@@ -264,6 +290,9 @@ func (rt *Runtime) buildPolicy(ctx context.Context, s Settings) (*policy.Engine,
 	}
 	engine, err := policy.New(ctx, opts)
 	if err != nil {
+		if len(s.Roles) == 0 {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSettings, err)
 	}
 	ranks := engine.Roles()
@@ -349,8 +378,32 @@ func (rt *Runtime) AddRoutes(ctx context.Context, routes map[string]policy.Route
 	return rt.loadPolicy(ctx)
 }
 
-// loadPolicy builds the policy from the stored settings at start.
+// readPolicyFiles reads the policy files and compiles them with the
+// built-in data, for New: nothing is read from the store yet.
+func (rt *Runtime) readPolicyFiles(ctx context.Context) error {
+	files, err := policy.ReadFiles(rt.policyPaths)
+	if err != nil {
+		return err
+	}
+	rt.policyMu.Lock()
+	rt.policyFiles, rt.policySeen = files, files.Digest()
+	rt.policyMu.Unlock()
+	return rt.loadPolicy(ctx)
+}
+
+// loadPolicy builds the policy from the stored settings — none before Open,
+// which calls it first — and switches to it.
 func (rt *Runtime) loadPolicy(ctx context.Context) error {
+	rt.policyMu.Lock()
+	defer rt.policyMu.Unlock()
+	if rt.Store == nil {
+		engine, err := rt.buildPolicy(ctx, Settings{})
+		if err != nil {
+			return err
+		}
+		rt.switchPolicy(engine, Settings{})
+		return nil
+	}
 	raw, err := rt.Store.GetSetting(ctx, settingsKey)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("read settings: %w", err)
@@ -362,7 +415,7 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 		}
 	}
 	engine, err := rt.buildPolicy(ctx, s)
-	if errors.Is(err, ErrInvalidSettings) && rt.policy.Load() == nil {
+	if errors.Is(err, ErrInvalidSettings) && rt.settingsRaw.Load() == nil {
 		// Stored by an older version whose rules were looser (a custom role
 		// out-ranking admin, say). Starting without the custom roles keeps
 		// Gatehouse up for an admin to fix them, and fails closed: their
@@ -377,15 +430,64 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 		if fallback, ferr := rt.buildPolicy(ctx, builtin); ferr == nil {
 			rt.Logger.Error("the stored settings are not valid any more; starting without their custom roles, whose holders have no permissions until an admin saves valid settings",
 				zap.Error(err))
-			engine, err = fallback, nil
+			engine, s, err = fallback, builtin, nil
 		}
 	}
 	if err != nil {
 		return err
 	}
-	rt.policy.Store(engine)
+	rt.switchPolicy(engine, s)
 	rt.settingsRaw.Store(&raw)
 	return nil
+}
+
+// switchPolicy makes engine, built with s, the one every decision asks.
+// The caller holds policyMu.
+func (rt *Runtime) switchPolicy(engine *policy.Engine, s Settings) {
+	rt.policySettings = s
+	rt.policy.Store(engine)
+}
+
+// checkPolicyFiles switches to the policy of the policy files when one
+// changed (`caddy reload` sees the same configuration and keeps the running
+// one). A policy that does not compile keeps the running one serving, and
+// the compiler's file:line message is logged once for each broken version.
+func (rt *Runtime) checkPolicyFiles(ctx context.Context) {
+	files, err := policy.ReadFiles(rt.policyPaths)
+	seen := ""
+	if err != nil {
+		seen = err.Error()
+	} else {
+		seen = files.Digest()
+	}
+	rt.policyMu.Lock()
+	if seen == rt.policySeen {
+		rt.policyMu.Unlock()
+		return
+	}
+	rt.policySeen = seen
+	if err != nil {
+		rt.policyMu.Unlock()
+		rt.Logger.Error("the policy files cannot be read; keeping the running policy", zap.Error(err))
+		return
+	}
+	// The files alone first, so that their error is not taken for the settings'.
+	engine, err := rt.compilePolicy(ctx, files, Settings{})
+	if err == nil && len(rt.policySettings.Roles) > 0 {
+		engine, err = rt.compilePolicy(ctx, files, rt.policySettings)
+	}
+	if err != nil {
+		rt.policyMu.Unlock()
+		rt.Logger.Error("the policy files changed but do not make a valid policy; keeping the running one",
+			zap.Strings("files", files.Names()), zap.Error(err))
+		return
+	}
+	rt.policyFiles = files
+	rt.switchPolicy(engine, rt.policySettings)
+	rt.policyMu.Unlock()
+	rt.Audit(ctx, nil, AuditEvent{Type: "policy.reloaded",
+		Detail: map[string]any{"files": files.Names(), "digest": files.Digest()[:12]}})
+	rt.recheckInflight()
 }
 
 // checkSettings reloads the policy when another instance changed the settings.

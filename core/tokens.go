@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
+	"github.com/gatehouse/gatehouse/keys"
 	"github.com/gatehouse/gatehouse/store"
 	"github.com/gatehouse/gatehouse/tokens"
 )
@@ -79,6 +81,11 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 	if err != nil {
 		return "", store.APIToken{}, fmt.Errorf("%w: mint token: %v", ErrUnavailable, err)
 	}
+	// The key that signed it, read from the token: a rotation may have
+	// changed the current key since.
+	if meta.KeyID, err = keys.KeyIDOf(raw); err != nil {
+		return "", store.APIToken{}, fmt.Errorf("%w: mint token: %v", ErrUnavailable, err)
+	}
 	audit := rt.StoreEvent(r, AuditEvent{Type: "token.created", ActorID: creator.User.ID, TargetID: meta.UserID,
 		Detail: map[string]any{"token_id": id, "kind": nt.Kind, "name": nt.Name, "scope": scope, "expires_at": meta.ExpiresAt}})
 	stored, err := rt.Store.CreateToken(ctx, meta, audit)
@@ -138,13 +145,59 @@ func ParseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// RotateKeys makes a new signing key current; the old public keys stay published.
-func (rt *Runtime) RotateKeys(ctx context.Context, r *http.Request, actor *Subject) (string, error) {
-	kid, err := rt.Keys.Rotate(ctx)
+// RotateKeys promotes the published next signing key and publishes a new
+// one; the keys that signed before stay published until their tokens have
+// expired. While the next key has been in the JWKS for less than
+// key_prepublish it changes nothing and returns a *keys.NotReadyError.
+// With emergency it replaces the keys at once instead (replaceKeys).
+func (rt *Runtime) RotateKeys(ctx context.Context, r *http.Request, actor *Subject, emergency bool) (keys.Rotation, error) {
+	if emergency {
+		return rt.replaceKeys(ctx, r, actor)
+	}
+	rot, err := rt.Keys.Rotate(ctx)
 	if err != nil {
-		return "", err
+		return keys.Rotation{}, err
 	}
 	rt.announce(fanoutEvent{Kind: "keys"})
-	rt.Audit(ctx, r, AuditEvent{Type: "keys.rotated", ActorID: actor.User.ID, Detail: map[string]any{"kid": kid}})
-	return kid, nil
+	rt.Audit(ctx, r, AuditEvent{Type: "keys.rotated", ActorID: actor.User.ID, Detail: map[string]any{
+		"kid": rot.KID, "next_kid": rot.NextKID, "retired": rot.Retired}})
+	return rot, nil
+}
+
+// replaceKeys puts fresh keys in place of the current and the next one, for
+// a key that may have leaked: the fresh key signs at once, the replaced keys
+// leave the JWKS, and every live token they signed is revoked (each audited
+// as token.revoked, reason key_withdrawn). The other instances reload the
+// keys and the revocation list at the announcement, or at their next poll.
+func (rt *Runtime) replaceKeys(ctx context.Context, r *http.Request, actor *Subject) (keys.Rotation, error) {
+	rot, err := rt.Keys.Replace(ctx, actor.User.ID)
+	if err != nil {
+		return keys.Rotation{}, err
+	}
+	rt.announce(fanoutEvent{Kind: "keys"})
+	rt.revocationsChanged(ctx)
+	rt.Audit(ctx, r, AuditEvent{Type: "keys.rotated", ActorID: actor.User.ID, Detail: map[string]any{
+		"kid": rot.KID, "next_kid": rot.NextKID, "emergency": true, "withdrawn": rot.Withdrawn, "revoked_tokens": rot.RevokedTokens}})
+	return rot, nil
+}
+
+// ringConfig is how the key ring signs: with the configured algorithm and
+// prepublish time, keeping retired keys for the longest token life.
+func (rt *Runtime) ringConfig(o Options, longestTokenLife time.Duration) keys.RingConfig {
+	return keys.RingConfig{
+		Algorithm:        o.SigningAlgorithm,
+		MaxTokenLifetime: longestTokenLife,
+		Prepublish:       time.Duration(o.KeyPrepublish),
+		OnWithdraw:       rt.keysWithdrawn,
+	}
+}
+
+// keysWithdrawn forgets every verified token once keys were withdrawn, here
+// or on another instance: a token such a key signed — one forged with a
+// leaked key too — is checked again, against keys without it, and refused.
+func (rt *Runtime) keysWithdrawn(kids []string) {
+	if rt.tokens != nil {
+		rt.tokens.Purge()
+	}
+	rt.Logger.Warn("signing keys withdrawn; tokens they signed are refused from now on", zap.Strings("kids", kids))
 }

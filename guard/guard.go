@@ -87,12 +87,12 @@ func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request) error) error {
 	sanitizeHeaders(r.Header)
 	if p := checkUpgrade(r); p != nil {
-		refusal.Write(w, p)
+		g.answer(w, r, p)
 		return nil
 	}
 	if !g.allowAmbiguous {
 		if p := checkAmbiguous(r); p != nil {
-			refusal.Write(w, p)
+			g.answer(w, r, p)
 			return nil
 		}
 	}
@@ -112,7 +112,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 
 	if sub.Auth == "session" {
 		if err := g.cop.Check(r); err != nil {
-			refusal.WriteProblem(w, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
+			g.problem(w, r, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
 			return nil
 		}
 	}
@@ -220,7 +220,7 @@ func (g *Guard) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, in
 		code, title = "invalid_token", "Invalid credentials"
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
-	refusal.WriteProblem(w, http.StatusUnauthorized, code, title, "sign in or send a valid bearer token")
+	g.problem(w, r, http.StatusUnauthorized, code, title, "sign in or send a valid bearer token")
 }
 
 func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject, code, reason string) {
@@ -254,7 +254,7 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject
 		g.errorPage(w, status, title, reason)
 		return
 	}
-	refusal.WriteProblem(w, status, code, title, reason)
+	g.problem(w, r, status, code, title, reason)
 }
 
 func (g *Guard) unavailable(w http.ResponseWriter, r *http.Request, err error) {
@@ -265,6 +265,32 @@ func (g *Guard) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 			"Gatehouse cannot check your access right now. Please try again shortly.")
 		return
 	}
-	refusal.WriteProblem(w, http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+	g.problem(w, r, http.StatusServiceUnavailable, "unavailable", "Service unavailable",
 		"Gatehouse cannot decide on this request right now")
+}
+
+// answer writes a refusal in the dialect of the client's SDK: the OpenAI
+// error object on the OpenAI family of routes (/v1/…, /v2/…, and the other
+// routes of the table), Ollama's "error" string under /api/, and the problem
+// alone elsewhere.
+func (g *Guard) answer(w http.ResponseWriter, r *http.Request, p *refusal.Problem) {
+	refusal.WriteAs(w, g.dialect(r), p)
+}
+
+// problem is answer for a problem made on the spot.
+func (g *Guard) problem(w http.ResponseWriter, r *http.Request, status int, code, title, detail string) {
+	g.answer(w, r, refusal.New(status, code, title, detail))
+}
+
+func (g *Guard) dialect(r *http.Request) refusal.Dialect {
+	folded := policy.FoldPath(core.CleanPath(r.URL.Path))
+	switch {
+	case strings.HasPrefix(folded, "/api/"):
+		return refusal.Ollama
+	case strings.HasPrefix(folded, "/v1/"), strings.HasPrefix(folded, "/v2/"), folded == "/v1", folded == "/v2":
+		return refusal.OpenAI
+	case g.rt.Policy().Routes().Match(strings.ToUpper(requestMethod(r)), folded) != nil:
+		return refusal.OpenAI // vLLM's /pooling, /classify, /tokenize, …
+	}
+	return refusal.Plain
 }

@@ -269,7 +269,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 		},
 		{
 			name: "API client without credentials gets a bearer challenge", method: "GET",
-			target: "/api/version", opts: []reqOpt{apiClient},
+			target: "/version", opts: []reqOpt{apiClient},
 			want: want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 				contentType: "application/problem+json", code: "unauthenticated"},
 		},
@@ -280,7 +280,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 				contentType: "application/problem+json", code: "unauthenticated"},
 		},
 		{
-			name: "empty session cookie counts as no credentials", method: "GET", target: "/api/version",
+			name: "empty session cookie counts as no credentials", method: "GET", target: "/version",
 			opts: []reqOpt{withCookie(&http.Cookie{Name: "gatehouse_session", Value: ""})},
 			want: want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 				contentType: "application/problem+json", code: "unauthenticated"},
@@ -297,7 +297,7 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 		},
 		{
 			name: "API client with an unknown session gets invalid_token", method: "GET",
-			target: "/api/version", opts: []reqOpt{withCookie(unknown)},
+			target: "/version", opts: []reqOpt{withCookie(unknown)},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
@@ -308,20 +308,20 @@ func TestGuardRefusesUnauthenticated(t *testing.T) {
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
-			name: "bearer token Gatehouse did not sign is invalid", method: "GET", target: "/api/version",
+			name: "bearer token Gatehouse did not sign is invalid", method: "GET", target: "/version",
 			opts: []reqOpt{withHeader("Authorization", "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2ln")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
-			name: "basic credentials are refused", method: "GET", target: "/api/version",
+			name: "basic credentials are refused", method: "GET", target: "/version",
 			opts: []reqOpt{withHeader("Authorization", "Basic YWxpY2U6c2VjcmV0")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
 		{
 			name: "an Authorization header beside a valid session is still refused", method: "GET",
-			target: "/api/version", opts: []reqOpt{withCookie(valid), withHeader("Authorization", "Bearer x")},
+			target: "/version", opts: []reqOpt{withCookie(valid), withHeader("Authorization", "Bearer x")},
 			want: want{status: 401, wwwAuthenticate: invalidChallenge,
 				contentType: "application/problem+json", code: "invalid_token"},
 		},
@@ -359,7 +359,7 @@ func TestGuardRefusesEndedSessions(t *testing.T) {
 
 	refused := func(t *testing.T, c *http.Cookie) {
 		t.Helper()
-		w, up := f.serve(newRequest("GET", "/api/version", withCookie(c)))
+		w, up := f.serve(newRequest("GET", "/version", withCookie(c)))
 		checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse", error="invalid_token"`,
 			contentType: "application/problem+json", code: "invalid_token"})
 	}
@@ -367,7 +367,7 @@ func TestGuardRefusesEndedSessions(t *testing.T) {
 	const step = 110 * time.Minute
 	useLongLived := func(until time.Duration) {
 		for {
-			if w, _ := f.serve(newRequest("GET", "/api/version", withCookie(longLived))); w.Code != http.StatusNoContent {
+			if w, _ := f.serve(newRequest("GET", "/version", withCookie(longLived))); w.Code != http.StatusNoContent {
 				t.Fatalf("session in use %v after sign-in: status %d, want it to pass", now.Sub(start), w.Code)
 			}
 			if now.Sub(start)+step >= until {
@@ -464,7 +464,7 @@ func TestGuardExpiredTemporaryGrantFallsBackToPending(t *testing.T) {
 	}
 	c := f.session(u)
 
-	w, up := f.serve(newRequest("GET", "/api/version", withCookie(c)))
+	w, up := f.serve(newRequest("GET", "/version", withCookie(c)))
 	checkRefusal(t, w, up, want{status: 403, contentType: "application/problem+json", code: "access_required"})
 
 	got, err := f.rt.Store.GetUser(context.Background(), u.ID)
@@ -477,9 +477,9 @@ func TestGuardExpiredTemporaryGrantFallsBackToPending(t *testing.T) {
 
 	// Leaving active ends the sessions (spec §3a): the browser signs in again,
 	// and then lands on the request-access page.
-	w, up = f.serve(newRequest("GET", "/api/version", withCookie(c), browser))
-	checkRefusal(t, w, up, want{status: 303, location: "/api/auth/login?rd=%2Fapi%2Fversion", clearsCookie: true})
-	w, up = f.serve(newRequest("GET", "/api/version", withCookie(f.session(got)), browser))
+	w, up = f.serve(newRequest("GET", "/version", withCookie(c), browser))
+	checkRefusal(t, w, up, want{status: 303, location: "/api/auth/login?rd=%2Fversion", clearsCookie: true})
+	w, up = f.serve(newRequest("GET", "/version", withCookie(f.session(got)), browser))
 	checkRefusal(t, w, up, want{status: 303, location: "/gatehouse/request-access"})
 }
 
@@ -487,7 +487,7 @@ func TestGuardGrantNotYetEndedPasses(t *testing.T) {
 	f := newFixture(t)
 	ends := time.Now().Add(time.Hour)
 	u := f.approve(f.login("tim@example.com", false), "user", &ends)
-	w, up := f.serve(newRequest("GET", "/api/version", withCookie(f.session(u))))
+	w, up := f.serve(newRequest("GET", "/version", withCookie(f.session(u))))
 	if w.Code != http.StatusNoContent || up.calls != 1 {
 		t.Fatalf("status %d, upstream calls %d; want the request passed once", w.Code, up.calls)
 	}
@@ -711,7 +711,7 @@ func TestGuardFailsClosedWhenTheStoreFails(t *testing.T) {
 	}
 
 	t.Run("anonymous requests are still refused as unauthenticated", func(t *testing.T) {
-		w, up := f.serve(newRequest("GET", "/api/version"))
+		w, up := f.serve(newRequest("GET", "/version"))
 		checkRefusal(t, w, up, want{status: 401, wwwAuthenticate: `Bearer realm="gatehouse"`,
 			contentType: "application/problem+json", code: "unauthenticated"})
 	})
@@ -724,7 +724,7 @@ func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
 	f := newFixtureWith(t, core.Options{MaxStaleness: caddy.Duration(300 * time.Millisecond)})
 	raw := f.token(f.approve(f.login("bob@example.com", false), "user", nil))
 	bearer := func() *httptest.ResponseRecorder {
-		w, _ := f.serve(newRequest("GET", "/api/version", withHeader("Authorization", "Bearer "+raw)))
+		w, _ := f.serve(newRequest("GET", "/version", withHeader("Authorization", "Bearer "+raw)))
 		return w
 	}
 	if w := bearer(); w.Code != http.StatusNoContent { // the recording upstream answers 204
@@ -738,7 +738,7 @@ func TestGuardRefusesBearerTokensWhenTheRevocationListIsStale(t *testing.T) {
 	}
 	// Sessions do not depend on the list.
 	c := f.session(f.approve(f.login("carol@example.com", false), "user", nil))
-	if w, _ := f.serve(newRequest("GET", "/api/version", withCookie(c))); w.Code != http.StatusNoContent {
+	if w, _ := f.serve(newRequest("GET", "/version", withCookie(c))); w.Code != http.StatusNoContent {
 		t.Fatalf("session while the list is stale: %d", w.Code)
 	}
 	f.rt.Start(context.Background()) // refreshes every 0.5 s

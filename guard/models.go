@@ -13,7 +13,6 @@ import (
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/modelreq"
 	"github.com/gatehouse/gatehouse/policy"
-	"github.com/gatehouse/gatehouse/refusal"
 )
 
 // readModel finds the model a request names where its route says, leaving
@@ -37,22 +36,22 @@ func (g *Guard) readModel(w http.ResponseWriter, r *http.Request, route *policy.
 	keys := `"` + strings.Join(route.ModelKeys, `" or "`) + `"`
 	switch {
 	case errors.Is(err, modelreq.ErrBodyTooLarge):
-		refusal.WriteProblem(w, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
+		g.problem(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
 			fmt.Sprintf("model requests are limited to %d bytes", g.maxBody))
 		return "", false, false
 	case errors.Is(err, modelreq.ErrAmbiguousModel):
-		refusal.WriteProblem(w, http.StatusBadRequest, "ambiguous_model", "Ambiguous model",
+		g.problem(w, r, http.StatusBadRequest, "ambiguous_model", "Ambiguous model",
 			fmt.Sprintf("the request must name the model once, as a string in %s (keys compared case-insensitively)", keys))
 		return "", false, false
 	case errors.Is(err, modelreq.ErrInvalidForm):
-		refusal.WriteProblem(w, http.StatusBadRequest, "invalid_request", "Invalid request", err.Error())
+		g.problem(w, r, http.StatusBadRequest, "invalid_request", "Invalid request", err.Error())
 		return "", false, false
 	case err != nil:
-		refusal.WriteProblem(w, http.StatusBadRequest, "invalid_json", "Invalid JSON", "a model request's body must be one JSON object")
+		g.problem(w, r, http.StatusBadRequest, "invalid_json", "Invalid JSON", "a model request's body must be one JSON object")
 		return "", false, false
 	case (!found || model == "") && !route.ModelOptional:
 		// An empty model is no model: some backends then serve their default.
-		refusal.WriteProblem(w, http.StatusBadRequest, "model_required", "Model required",
+		g.problem(w, r, http.StatusBadRequest, "model_required", "Model required",
 			fmt.Sprintf("the request must name a model in %s", keys))
 		return "", false, false
 	case found && model == "":
@@ -73,7 +72,7 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, dr core.De
 	}
 	if rec.overflow {
 		g.rt.Logger.Warn("model listing larger than the bound; refusing it", zap.String("path", r.URL.Path), zap.Int("bound", maxListingBytes))
-		refusal.WriteProblem(w, http.StatusBadGateway, "bad_listing", "Unreadable model listing",
+		g.problem(w, r, http.StatusBadGateway, "bad_listing", "Unreadable model listing",
 			fmt.Sprintf("the backend's model listing is larger than %d bytes", maxListingBytes))
 		return nil
 	}
@@ -98,7 +97,7 @@ func (g *Guard) filterListing(w http.ResponseWriter, r *http.Request, dr core.De
 	}
 	if err != nil {
 		g.rt.Logger.Warn("model listing could not be filtered; refusing it", zap.String("path", r.URL.Path), zap.Error(err))
-		refusal.WriteProblem(w, http.StatusBadGateway, "bad_listing", "Unreadable model listing",
+		g.problem(w, r, http.StatusBadGateway, "bad_listing", "Unreadable model listing",
 			"the backend's model listing could not be filtered")
 		return nil
 	}

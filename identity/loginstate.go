@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -25,13 +27,31 @@ type Sealer interface {
 	Open(sealed, aad []byte) ([]byte, error)
 }
 
-// LoginCookieName is the login-state cookie's name; the __Host- prefix makes
-// browsers refuse it unless Secure, host-only and Path=/.
+// LoginCookieName is the base name of the login-state cookies; the __Host-
+// prefix makes browsers refuse them unless Secure, host-only and Path=/.
 func LoginCookieName(secure bool) string {
 	if secure {
 		return "__Host-gatehouse_login"
 	}
 	return "gatehouse_login"
+}
+
+// MaxLoginFlows bounds the sign-ins one browser can have under way at once
+// (tabs): a new one beyond it drops the oldest.
+const MaxLoginFlows = 4
+
+// flowKeyLength is how much of the state names a flow's cookie.
+const flowKeyLength = 16
+
+// loginCookieName is the cookie of the flow whose state is state: one cookie
+// per sign-in under way, as oauth2-proxy keeps one CSRF cookie per request,
+// so two tabs signing in at once do not overwrite each other's state and a
+// failed callback clears only its own.
+func loginCookieName(secure bool, state string) string {
+	if len(state) > flowKeyLength {
+		state = state[:flowKeyLength]
+	}
+	return LoginCookieName(secure) + "_" + state
 }
 
 // sealedLoginState is the cookie's plaintext; the field names are short
@@ -59,7 +79,7 @@ func SealLoginState(s Sealer, ls LoginState, secure bool) (*http.Cookie, error) 
 	if err != nil {
 		return nil, fmt.Errorf("encode login state: %w", err)
 	}
-	name := LoginCookieName(secure)
+	name := loginCookieName(secure, ls.State)
 	sealed, err := s.Seal(plaintext, []byte(name))
 	if err != nil {
 		return nil, fmt.Errorf("seal login state: %w", err)
@@ -77,20 +97,27 @@ func SealLoginState(s Sealer, ls LoginState, secure bool) (*http.Cookie, error) 
 	}, nil
 }
 
-// OpenLoginState reads the login-state cookie from r. Errors wrap
-// ErrLoginStateMissing, ErrLoginStateInvalid (tampered, malformed, sealed
-// under another key) or ErrLoginStateExpired.
-func OpenLoginState(s Sealer, r *http.Request, secure bool, now time.Time) (LoginState, error) {
-	name := LoginCookieName(secure)
-	c, err := r.Cookie(name)
+// OpenLoginState reads the login-state cookie of the flow whose callback
+// carries state. Errors wrap ErrLoginStateMissing, ErrLoginStateInvalid
+// (tampered, malformed, sealed under another key or for another flow) or
+// ErrLoginStateExpired.
+func OpenLoginState(s Sealer, r *http.Request, secure bool, state string, now time.Time) (LoginState, error) {
+	if state == "" {
+		return LoginState{}, ErrLoginStateMissing
+	}
+	c, err := r.Cookie(loginCookieName(secure, state))
 	if err != nil || c.Value == "" {
 		return LoginState{}, ErrLoginStateMissing
 	}
+	return openLoginCookie(s, c, now)
+}
+
+func openLoginCookie(s Sealer, c *http.Cookie, now time.Time) (LoginState, error) {
 	sealed, err := base64.RawURLEncoding.DecodeString(c.Value)
 	if err != nil {
 		return LoginState{}, fmt.Errorf("%w: not base64url", ErrLoginStateInvalid)
 	}
-	plaintext, err := s.Open(sealed, []byte(name))
+	plaintext, err := s.Open(sealed, []byte(c.Name))
 	if err != nil {
 		return LoginState{}, fmt.Errorf("%w: %w", ErrLoginStateInvalid, err)
 	}
@@ -113,16 +140,51 @@ func OpenLoginState(s Sealer, r *http.Request, secure bool, now time.Time) (Logi
 	return ls, nil
 }
 
-// ClearLoginCookie deletes the login-state cookie, once the callback used it.
-func ClearLoginCookie(secure bool) *http.Cookie {
+// ClearLoginCookie deletes the login-state cookie of the flow of state, once
+// its callback used it (or failed).
+func ClearLoginCookie(secure bool, state string) *http.Cookie {
+	return clearCookie(loginCookieName(secure, state), secure)
+}
+
+func clearCookie(name string, secure bool) *http.Cookie {
 	return &http.Cookie{
-		Name:     LoginCookieName(secure),
+		Name:     name,
 		Path:     "/",
 		MaxAge:   -1,
 		Secure:   secure,
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
 	}
+}
+
+// StaleLoginCookies are the deletions to send with a new sign-in: the flows
+// of r that are unreadable or expired, and the oldest beyond
+// MaxLoginFlows-1, so that with the new one at most MaxLoginFlows remain.
+func StaleLoginCookies(s Sealer, r *http.Request, secure bool, now time.Time) []*http.Cookie {
+	prefix := LoginCookieName(secure) + "_"
+	type flow struct {
+		name    string
+		expires time.Time
+	}
+	var live []flow
+	var out []*http.Cookie
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(c.Name, prefix) {
+			continue
+		}
+		ls, err := openLoginCookie(s, c, now)
+		if err != nil {
+			out = append(out, clearCookie(c.Name, secure))
+			continue
+		}
+		live = append(live, flow{c.Name, ls.Expires})
+	}
+	slices.SortFunc(live, func(a, b flow) int { return a.expires.Compare(b.expires) })
+	for len(live) > MaxLoginFlows-1 {
+		out = append(out, clearCookie(live[0].name, secure))
+		live = live[1:]
+	}
+	return out
 }
 
 // CheckState compares the callback's state parameter with the one the login

@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +63,8 @@ func TestLoginCookieRoundTrip(t *testing.T) {
 		wantName string
 		wantSet  string
 	}{
-		{true, "__Host-gatehouse_login", "; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"},
-		{false, "gatehouse_login", "; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"},
+		{true, "__Host-gatehouse_login_state-ssssssssss", "; Path=/; Max-Age=600; HttpOnly; Secure; SameSite=Lax"},
+		{false, "gatehouse_login_state-ssssssssss", "; Path=/; Max-Age=600; HttpOnly; SameSite=Lax"},
 	} {
 		t.Run(tc.wantName, func(t *testing.T) {
 			sealer := newGCMSealer(t)
@@ -80,7 +82,7 @@ func TestLoginCookieRoundTrip(t *testing.T) {
 					t.Errorf("cookie value shows %q in the clear", secret)
 				}
 			}
-			got, err := OpenLoginState(sealer, requestWithCookie(c), tc.secure, now)
+			got, err := OpenLoginState(sealer, requestWithCookie(c), tc.secure, ls.State, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +93,7 @@ func TestLoginCookieRoundTrip(t *testing.T) {
 			if tc.secure {
 				wantClear = tc.wantName + "=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax"
 			}
-			if got := ClearLoginCookie(tc.secure).String(); got != wantClear {
+			if got := ClearLoginCookie(tc.secure, ls.State).String(); got != wantClear {
 				t.Errorf("ClearLoginCookie = %q, want %q", got, wantClear)
 			}
 		})
@@ -109,8 +111,13 @@ func TestOpenLoginStateRefuses(t *testing.T) {
 	flipped := append([]byte(nil), raw...)
 	flipped[len(flipped)/2] ^= 0x01
 	fromOtherKey, _ := SealLoginState(newGCMSealer(t), testLoginState(now), false)
-	// A value sealed for the https cookie name must not open as the http one.
+	// A value sealed for the https cookie name must not open as the http one,
+	// nor one flow's as another's.
 	underOtherName, _ := SealLoginState(sealer, testLoginState(now), true)
+	otherFlow := testLoginState(now)
+	otherFlow.State = "other-" + strings.Repeat("o", 37)
+	ofOtherFlow, _ := SealLoginState(sealer, otherFlow, false)
+	const name = "gatehouse_login_state-ssssssssss"
 
 	for _, tc := range []struct {
 		name   string
@@ -119,23 +126,25 @@ func TestOpenLoginStateRefuses(t *testing.T) {
 		want   error
 	}{
 		{"missing", nil, now, ErrLoginStateMissing},
-		{"empty", &http.Cookie{Name: "gatehouse_login"}, now, ErrLoginStateMissing},
-		{"only the https cookie", &http.Cookie{Name: "__Host-gatehouse_login", Value: good.Value}, now, ErrLoginStateMissing},
-		{"one bit flipped", &http.Cookie{Name: "gatehouse_login", Value: base64.RawURLEncoding.EncodeToString(flipped)}, now, ErrLoginStateInvalid},
-		{"truncated", &http.Cookie{Name: "gatehouse_login", Value: good.Value[:len(good.Value)-4]}, now, ErrLoginStateInvalid},
-		{"not base64", &http.Cookie{Name: "gatehouse_login", Value: "%%%"}, now, ErrLoginStateInvalid},
-		{"sealed under another key", &http.Cookie{Name: "gatehouse_login", Value: fromOtherKey.Value}, now, ErrLoginStateInvalid},
-		{"sealed for the other cookie name", &http.Cookie{Name: "gatehouse_login", Value: underOtherName.Value}, now, ErrLoginStateInvalid},
+		{"empty", &http.Cookie{Name: name}, now, ErrLoginStateMissing},
+		{"only the https cookie", &http.Cookie{Name: "__Host-" + name, Value: good.Value}, now, ErrLoginStateMissing},
+		{"only another flow's cookie", ofOtherFlow, now, ErrLoginStateMissing},
+		{"one bit flipped", &http.Cookie{Name: name, Value: base64.RawURLEncoding.EncodeToString(flipped)}, now, ErrLoginStateInvalid},
+		{"truncated", &http.Cookie{Name: name, Value: good.Value[:len(good.Value)-4]}, now, ErrLoginStateInvalid},
+		{"not base64", &http.Cookie{Name: name, Value: "%%%"}, now, ErrLoginStateInvalid},
+		{"sealed under another key", &http.Cookie{Name: name, Value: fromOtherKey.Value}, now, ErrLoginStateInvalid},
+		{"sealed for the other cookie name", &http.Cookie{Name: name, Value: underOtherName.Value}, now, ErrLoginStateInvalid},
+		{"sealed for another flow", &http.Cookie{Name: name, Value: ofOtherFlow.Value}, now, ErrLoginStateInvalid},
 		{"expired", good, now.Add(10 * time.Minute), ErrLoginStateExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := OpenLoginState(sealer, requestWithCookie(tc.cookie), false, tc.now)
+			_, err := OpenLoginState(sealer, requestWithCookie(tc.cookie), false, testLoginState(now).State, tc.now)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("error = %v, want %v", err, tc.want)
 			}
 		})
 	}
-	if _, err := OpenLoginState(sealer, requestWithCookie(good), false, now.Add(9*time.Minute)); err != nil {
+	if _, err := OpenLoginState(sealer, requestWithCookie(good), false, testLoginState(now).State, now.Add(9*time.Minute)); err != nil {
 		t.Errorf("nine minutes in: %v, want the login state", err)
 	}
 }
@@ -177,11 +186,51 @@ func TestLoginCookieThroughHTTP(t *testing.T) {
 	for _, c := range rec.Result().Cookies() {
 		r.AddCookie(c)
 	}
-	got, err := OpenLoginState(sealer, r, false, time.Now())
+	got, err := OpenLoginState(sealer, r, false, r.URL.Query().Get("state"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := CheckState(got, r.URL.Query().Get("state")); err != nil {
 		t.Errorf("CheckState: %v", err)
+	}
+}
+
+// TestLoginFlowsAreBounded: each sign-in under way keeps its own cookie, and
+// a new one clears the expired, the unreadable and the oldest beyond
+// MaxLoginFlows-1.
+func TestLoginFlowsAreBounded(t *testing.T) {
+	sealer := newGCMSealer(t)
+	now := time.Now()
+	r := httptest.NewRequest("GET", "/api/auth/login", nil)
+	var names []string
+	for i := range MaxLoginFlows + 1 {
+		ls := testLoginState(now.Add(time.Duration(i) * time.Second))
+		ls.State = fmt.Sprintf("flow%02d-", i) + strings.Repeat("x", 36)
+		c, err := SealLoginState(sealer, ls, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.AddCookie(c)
+		names = append(names, c.Name)
+	}
+	expired := testLoginState(now.Add(-time.Hour))
+	expired.State = "expired-" + strings.Repeat("e", 35)
+	old, _ := SealLoginState(sealer, expired, false)
+	r.AddCookie(old)
+	r.AddCookie(&http.Cookie{Name: "gatehouse_login_garbage", Value: "%%%"})
+	r.AddCookie(&http.Cookie{Name: "gatehouse_session", Value: "not a login"})
+
+	var cleared []string
+	for _, c := range StaleLoginCookies(sealer, r, false, now) {
+		if c.MaxAge >= 0 {
+			t.Errorf("%s is not a deletion: %s", c.Name, c)
+		}
+		cleared = append(cleared, c.Name)
+	}
+	slices.Sort(cleared)
+	want := []string{names[0], names[1], old.Name, "gatehouse_login_garbage"}
+	slices.Sort(want)
+	if !slices.Equal(cleared, want) {
+		t.Errorf("cleared %v, want %v (the expired, the unreadable and the two oldest of %d)", cleared, want, MaxLoginFlows+1)
 	}
 }

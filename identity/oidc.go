@@ -33,7 +33,37 @@ var (
 	// refused the code or verifier, or the ID token failed verification
 	// (signature, iss, aud, exp, nonce). Callers send the person back to log in.
 	ErrLoginRejected = errors.New("login rejected")
+	// ErrMisconfigured means the IdP answered, and its answer says Gatehouse's
+	// registration is wrong: the issuer differs from the configured one (a
+	// trailing slash, say) or the IdP refused the client credentials. Signing
+	// in can never work until the operator fixes it. Callers log the cause at
+	// error and tell the person that sign-in is misconfigured.
+	ErrMisconfigured = errors.New("sign-in is misconfigured")
 )
+
+// misconfiguration names what is wrong with the registration when err says
+// so, or returns "".
+func misconfiguration(err error) string {
+	if re, ok := errors.AsType[*oauth2.RetrieveError](err); ok {
+		switch re.ErrorCode {
+		case "invalid_client", "unauthorized_client":
+			return "the identity provider refused the client credentials (" + re.ErrorCode + "): check oidc client_id and client_secret"
+		}
+		if re.Response != nil && re.Response.StatusCode == http.StatusUnauthorized {
+			return "the identity provider refused the client credentials (401 at the token endpoint): check oidc client_id and client_secret"
+		}
+		return ""
+	}
+	// go-oidc has no error types for discovery; these are its messages.
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "did not match the issuer URL returned by provider"):
+		return "the issuer the identity provider names differs from oidc issuer (" + msg + "); configure it exactly, trailing slash included"
+	case strings.HasPrefix(msg, "404 "):
+		return "the identity provider has no discovery document at oidc issuer + /.well-known/openid-configuration (404): check the issuer URL"
+	}
+	return ""
+}
 
 const (
 	// discoveryRetryInterval keeps a down IdP from being hammered by every
@@ -104,6 +134,7 @@ type RP struct {
 type discovered struct {
 	provider   *oidc.Provider
 	verifier   *oidc.IDTokenVerifier
+	jwksURI    string // the IdP's keys, fetched afresh to check a logout hint
 	oauth      oauth2.Config
 	endSession string
 }
@@ -184,11 +215,20 @@ func (rp *RP) attemptDiscovery(ctx context.Context, done chan struct{}) {
 
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	var cause string
 	if err != nil {
+		cause = misconfiguration(err)
+	}
+	switch {
+	case cause != "":
+		rp.lastErr = fmt.Errorf("%w: discovery at %s: %s", ErrMisconfigured, rp.cfg.Issuer, cause)
+		rp.log.Error("OpenID provider misconfigured: sign-in cannot work until this is fixed",
+			zap.String("issuer", rp.cfg.Issuer), zap.String("cause", cause), zap.Error(err))
+	case err != nil:
 		rp.lastErr = fmt.Errorf("%w: discovery at %s: %w", ErrProviderUnavailable, rp.cfg.Issuer, err)
 		rp.log.Warn("OpenID provider discovery failed; retrying on demand",
 			zap.String("issuer", rp.cfg.Issuer), zap.Error(err))
-	} else {
+	default:
 		rp.lastErr = nil
 		rp.found.Store(d)
 		rp.log.Info("OpenID provider discovered", zap.String("issuer", rp.cfg.Issuer))
@@ -205,6 +245,7 @@ func (rp *RP) newDiscovered(ctx context.Context) (*discovered, error) {
 	}
 	var meta struct {
 		EndSessionEndpoint string `json:"end_session_endpoint"`
+		JWKSURI            string `json:"jwks_uri"`
 	}
 	if err := provider.Claims(&meta); err != nil {
 		return nil, fmt.Errorf("read discovery metadata: %w", err)
@@ -220,6 +261,7 @@ func (rp *RP) newDiscovered(ctx context.Context) (*discovered, error) {
 			Scopes:       rp.cfg.Scopes,
 		},
 		endSession: meta.EndSessionEndpoint,
+		jwksURI:    meta.JWKSURI,
 	}, nil
 }
 
@@ -288,6 +330,11 @@ func (rp *RP) Finish(ctx context.Context, ls LoginState, code string) (Claims, e
 
 	token, err := d.oauth.Exchange(ctx, code, oauth2.VerifierOption(ls.Verifier))
 	if err != nil {
+		if cause := misconfiguration(err); cause != "" {
+			rp.log.Error("OpenID provider misconfigured: sign-in cannot work until this is fixed",
+				zap.String("issuer", rp.cfg.Issuer), zap.String("cause", cause), zap.Error(err))
+			return Claims{}, fmt.Errorf("%w: code exchange: %s", ErrMisconfigured, cause)
+		}
 		if _, refused := errors.AsType[*oauth2.RetrieveError](err); refused {
 			return Claims{}, fmt.Errorf("%w: code exchange: %w", ErrLoginRejected, err)
 		}
@@ -385,7 +432,7 @@ func (rp *RP) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirect
 	}
 	q := u.Query()
 	q.Set("client_id", rp.cfg.ClientID)
-	if idTokenHint != "" {
+	if idTokenHint != "" && rp.hintUsable(ctx, d, idTokenHint) {
 		q.Set("id_token_hint", idTokenHint)
 	}
 	if postLogoutRedirect != "" {
@@ -393,6 +440,33 @@ func (rp *RP) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirect
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// hintUsable reports whether the IdP will still accept hint as an
+// id_token_hint: signed with a key it publishes now, and not expired. An IdP
+// that rotated its keys, or one that refuses expired hints, answers a stale
+// hint with its own error page instead of signing the person out, so a stale
+// hint is left out and client_id alone names Gatehouse. The keys are fetched
+// afresh (one request per sign-out): the verifier's cached set would still
+// hold the key the IdP has dropped.
+func (rp *RP) hintUsable(ctx context.Context, d *discovered, hint string) bool {
+	if d.jwksURI == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(oidc.ClientContext(ctx, rp.client), discoveryTimeout)
+	defer cancel()
+	current := oidc.NewVerifier(rp.cfg.Issuer, oidc.NewRemoteKeySet(ctx, d.jwksURI),
+		&oidc.Config{ClientID: rp.cfg.ClientID, SkipExpiryCheck: true})
+	tok, err := current.Verify(ctx, hint)
+	if err != nil {
+		rp.log.Info("leaving a stale id_token_hint out of the logout", zap.Error(err))
+		return false
+	}
+	if !tok.Expiry.IsZero() && !rp.now().Before(tok.Expiry) {
+		rp.log.Info("leaving an expired id_token_hint out of the logout", zap.Time("exp", tok.Expiry))
+		return false
+	}
+	return true
 }
 
 // SafeRedirect returns rd when it is a path on this site, else "/". It guards

@@ -2,6 +2,9 @@ package identity
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +26,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -629,8 +633,10 @@ func TestRPEndSessionURLWithoutEndpoint(t *testing.T) {
 func TestRPRefusesIssuerMismatch(t *testing.T) {
 	srv := minimalProvider(t, "https://accounts.example.com")
 	rp := NewRP(RPConfig{Issuer: srv.URL, ClientID: testClientID})
-	if err := rp.Ready(t.Context()); !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "issuer") {
-		t.Errorf("Ready = %v, want ErrProviderUnavailable naming the issuer mismatch", err)
+	// The provider answered: its answer says the configuration is wrong,
+	// which no retry fixes (issue 10).
+	if err := rp.Ready(t.Context()); !errors.Is(err, ErrMisconfigured) || !strings.Contains(err.Error(), "issuer") {
+		t.Errorf("Ready = %v, want ErrMisconfigured naming the issuer mismatch", err)
 	}
 }
 
@@ -646,5 +652,49 @@ func TestRPFinishWhenProviderGoesDown(t *testing.T) {
 	transport.down.Store(true)
 	if _, err := rp.Finish(t.Context(), ls, code); !errors.Is(err, ErrProviderUnavailable) || errors.Is(err, ErrLoginRejected) {
 		t.Errorf("Finish with the token endpoint unreachable = %v, want ErrProviderUnavailable", err)
+	}
+}
+
+// TestRPWrongClientSecretIsMisconfigured: the token endpoint's invalid_client
+// is a misconfiguration, not a sign-in to retry (issue 10).
+func TestRPWrongClientSecretIsMisconfigured(t *testing.T) {
+	o := startOP(t, opOptions{})
+	rp := NewRP(RPConfig{Issuer: o.issuer, ClientID: testClientID, ClientSecret: "not-the-secret", RedirectURL: o.redirectURL})
+	authURL, ls, err := rp.Begin(t.Context(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = rp.Finish(t.Context(), ls, o.login(t, authURL, exampleUser, "verysecure").Get("code"))
+	if !errors.Is(err, ErrMisconfigured) || !strings.Contains(err.Error(), "client_secret") {
+		t.Errorf("Finish = %v, want ErrMisconfigured naming the client credentials", err)
+	}
+}
+
+// TestRPEndSessionURLLeavesOutAStaleHint: a hint the IdP can no longer
+// verify (its key rotated away, or not its token at all) is left out, so the
+// IdP signs the person out by client_id instead of showing an error.
+func TestRPEndSessionURLLeavesOutAStaleHint(t *testing.T) {
+	o := startOP(t, opOptions{})
+	rp := o.rp(nil)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "rotated-away"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, _ := json.Marshal(map[string]any{"iss": o.issuer, "aud": testClientID, "sub": "someone",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+	jws, err := signer.Sign(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := jws.CompactSerialize()
+	want := o.issuer + "/end_session?" + url.Values{"client_id": {testClientID}, "post_logout_redirect_uri": {o.postLogoutURL}}.Encode()
+	for name, hint := range map[string]string{"signed by a key the IdP no longer publishes": stale, "not a JWT": "hint"} {
+		if got := rp.EndSessionURL(t.Context(), hint, o.postLogoutURL); got != want {
+			t.Errorf("%s: EndSessionURL = %s\nwant %s", name, got, want)
+		}
 	}
 }

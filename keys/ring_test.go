@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/gatehouse/gatehouse/internal/testclock"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +23,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 
+	"github.com/gatehouse/gatehouse/internal/testclock"
 	"github.com/gatehouse/gatehouse/keys"
 	"github.com/gatehouse/gatehouse/store"
 	"github.com/gatehouse/gatehouse/store/storetest"
@@ -76,7 +77,14 @@ func mustRing(t testing.TB, ks keys.KeyStore, cfg keys.RingConfig, clock *fakeCl
 // published JWKS document. It returns the payload and the protected header.
 func verifyWithJWKS(t *testing.T, ring *keys.Ring, token string) ([]byte, jws.Headers) {
 	t.Helper()
-	set, err := jwk.Parse(ring.JWKS())
+	return verifyWithSet(t, ring.JWKS(), token)
+}
+
+// verifyWithSet checks token against a JWKS document fetched earlier, as a
+// verifier that caches the set does.
+func verifyWithSet(t *testing.T, jwks []byte, token string) ([]byte, jws.Headers) {
+	t.Helper()
+	set, err := jwk.Parse(jwks)
 	if err != nil {
 		t.Fatalf("parse JWKS: %v", err)
 	}
@@ -113,13 +121,26 @@ func TestNewRingCreatesSealedFirstKey(t *testing.T) {
 	ring := mustRing(t, ks, keys.RingConfig{}, clock)
 
 	kid := ring.CurrentKID()
-	if n := len(storedKeys(t, ks)); n != 1 {
-		t.Fatalf("store holds %d keys, want 1", n)
+	nextKID, readyAt, ok := ring.Next()
+	if n := len(storedKeys(t, ks)); n != 2 || !ok || nextKID == kid {
+		t.Fatalf("store holds %d keys, next key %q (%v); want the current key and a next key", n, nextKID, ok)
 	}
 	rec := storedKey(t, ks, kid)
-	if rec.Algorithm != "ES256" || !rec.CreatedAt.Equal(clock.Now()) || rec.RetiredAt != nil || rec.PublishUntil != nil {
-		t.Fatalf("stored key = {alg %s, created %s, retired %v, until %v}, want an active ES256 key created now",
-			rec.Algorithm, rec.CreatedAt, rec.RetiredAt, rec.PublishUntil)
+	if rec.Algorithm != "ES256" || !rec.CreatedAt.Equal(clock.Now()) || rec.ActivatedAt == nil || !rec.ActivatedAt.Equal(clock.Now()) ||
+		rec.RetiredAt != nil || rec.PublishUntil != nil {
+		t.Fatalf("stored key = {alg %s, created %s, activated %v, retired %v, until %v}, want an ES256 key signing since now",
+			rec.Algorithm, rec.CreatedAt, rec.ActivatedAt, rec.RetiredAt, rec.PublishUntil)
+	}
+	next := storedKey(t, ks, nextKID)
+	if next.Algorithm != "ES256" || !next.CreatedAt.Equal(clock.Now()) || next.ActivatedAt != nil || next.RetiredAt != nil || next.PublishUntil != nil {
+		t.Fatalf("stored next key = {alg %s, created %s, activated %v, retired %v, until %v}, want an ES256 key waiting since now",
+			next.Algorithm, next.CreatedAt, next.ActivatedAt, next.RetiredAt, next.PublishUntil)
+	}
+	if want := clock.Now().Add(keys.DefaultPrepublish); !readyAt.Equal(want) {
+		t.Fatalf("next key ready at %s, want %s (published now + key_prepublish)", readyAt, want)
+	}
+	if got := jwksKIDs(t, ring); !slices.Equal(got, []string{kid, nextKID}) {
+		t.Fatalf("JWKS kids = %v, want the current then the next key %v", got, []string{kid, nextKID})
 	}
 
 	public, err := jwk.ParseKey(rec.PublicJWK)
@@ -171,8 +192,8 @@ func TestNewRingLoadsStoredKey(t *testing.T) {
 
 	clock.Advance(time.Hour)
 	second := mustRing(t, ks, keys.RingConfig{}, clock)
-	if n := len(storedKeys(t, ks)); second.CurrentKID() != first.CurrentKID() || n != 1 {
-		t.Fatalf("second ring uses kid %s with %d stored keys, want the stored kid %s", second.CurrentKID(), n, first.CurrentKID())
+	if n := len(storedKeys(t, ks)); second.CurrentKID() != first.CurrentKID() || n != 2 {
+		t.Fatalf("second ring uses kid %s with %d stored keys, want the stored kid %s and its next key", second.CurrentKID(), n, first.CurrentKID())
 	}
 	if string(second.JWKS()) != string(first.JWKS()) {
 		t.Fatalf("JWKS differ between instances:\n%s\n%s", first.JWKS(), second.JWKS())
@@ -192,8 +213,8 @@ func TestNewRingWithAnotherSecretFails(t *testing.T) {
 	if !strings.Contains(err.Error(), "the master secret is not the one it was stored with") {
 		t.Fatalf("error %q does not say the secret changed", err)
 	}
-	if n := len(storedKeys(t, ks)); n != 1 {
-		t.Fatalf("store holds %d keys, want the original key only", n)
+	if n := len(storedKeys(t, ks)); n != 2 {
+		t.Fatalf("store holds %d keys, want the original two only", n)
 	}
 }
 
@@ -274,9 +295,12 @@ func TestSignedTokensVerifyThroughJWKS(t *testing.T) {
 			}
 
 			set, _ := jwk.Parse(ring.JWKS())
-			published, _ := set.Key(0)
-			if set.Len() != 1 || published.KeyType() != tc.kty || published.Algorithm() != tc.alg || published.KeyUsage() != "sig" || published.KeyID() != ring.CurrentKID() {
-				t.Fatalf("JWKS = %s, want one public %s key with kid, alg %s and use sig", ring.JWKS(), tc.kty, tc.alg)
+			nextKID, _, _ := ring.Next()
+			for i, kid := range []string{ring.CurrentKID(), nextKID} {
+				published, _ := set.Key(i)
+				if set.Len() != 2 || published.KeyType() != tc.kty || published.Algorithm() != tc.alg || published.KeyUsage() != "sig" || published.KeyID() != kid {
+					t.Fatalf("JWKS = %s, want the current and the next key, public %s keys with kid, alg %s and use sig", ring.JWKS(), tc.kty, tc.alg)
+				}
 			}
 			if bytes.Contains(ring.JWKS(), []byte(`"d"`)) || bytes.Contains(ring.JWKS(), []byte(`"p"`)) {
 				t.Fatalf("JWKS publishes private parts: %s", ring.JWKS())
@@ -315,44 +339,104 @@ func TestSignWithoutTypOmitsHeader(t *testing.T) {
 	}
 }
 
+// rotateWhenReady moves the clock to when the next key may sign and rotates.
+func rotateWhenReady(t *testing.T, ring *keys.Ring, clock *fakeClock) keys.Rotation {
+	t.Helper()
+	_, readyAt, ok := ring.Next()
+	if !ok {
+		t.Fatal("no next key is published")
+	}
+	if d := readyAt.Sub(clock.Now()); d > 0 {
+		clock.Advance(d)
+	}
+	rot, err := ring.Rotate(context.Background())
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	return rot
+}
+
+// systemToken stores the metadata of a live system token signed by kid.
+func systemToken(t *testing.T, ks *store.SQLite, id, kid string, now time.Time) {
+	t.Helper()
+	tok := store.APIToken{ID: id, Name: id, Kind: store.TokenSystem, CreatedBy: "admin-1", Scope: []string{"models:use"},
+		CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour), KeyID: kid}
+	if _, err := ks.CreateToken(context.Background(), tok, store.AuditEvent{Type: "token.created"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The finding of issue 10: a backend that cached the JWKS before a rotation
+// must verify what is signed right after it.
+func TestTokenSignedRightAfterRotationVerifiesWithJWKSFetchedBefore(t *testing.T) {
+	ks, clock := newTestStore(t), newFakeClock()
+	ring := mustRing(t, ks, keys.RingConfig{}, clock)
+	other := mustRing(t, ks, keys.RingConfig{}, clock) // the instance the backend fetched the JWKS from
+	fetchedBefore := bytes.Clone(other.JWKS())
+	oldKID := ring.CurrentKID()
+	nextKID, _, _ := ring.Next()
+
+	clock.Advance(keys.DefaultPrepublish)
+	rot, err := ring.Rotate(context.Background())
+	if err != nil {
+		t.Fatalf("Rotate: %v", err)
+	}
+	if rot.KID != nextKID || ring.CurrentKID() != nextKID || !slices.Equal(rot.Retired, []string{oldKID}) {
+		t.Fatalf("Rotate = %+v, current %s; want the published next key %s to sign and %s retired", rot, ring.CurrentKID(), nextKID, oldKID)
+	}
+	token, err := ring.Sign(map[string]any{"sub": "alice"}, "at+jwt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertion, err := ring.Assertion("https://chat.example.com", "https://chat.example.com", "u-1", "", "user", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, signed := range map[string]string{"token": token, "assertion": assertion} {
+		if _, headers := verifyWithSet(t, fetchedBefore, signed); headers.KeyID() != nextKID {
+			t.Fatalf("%s signed after the rotation has kid %s, want %s", name, headers.KeyID(), nextKID)
+		}
+	}
+}
+
 func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
 	ks, clock := newTestStore(t), newFakeClock()
 	const lifetime = 90 * 24 * time.Hour
 	ring := mustRing(t, ks, keys.RingConfig{MaxTokenLifetime: lifetime}, clock)
 	other := mustRing(t, ks, keys.RingConfig{MaxTokenLifetime: lifetime}, clock) // a second instance
 	oldKID := ring.CurrentKID()
+	promotedKID, _, _ := ring.Next()
 	oldToken, err := ring.Sign(map[string]any{"sub": "alice"}, "at+jwt")
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	clock.Advance(time.Minute)
+	rot := rotateWhenReady(t, ring, clock)
 	rotatedAt := clock.Now()
-	newKID, err := ring.Rotate(context.Background())
-	if err != nil {
-		t.Fatalf("Rotate: %v", err)
-	}
-	if newKID == oldKID || ring.CurrentKID() != newKID {
-		t.Fatalf("after Rotate current kid = %s (returned %s), old %s; want a new current key", ring.CurrentKID(), newKID, oldKID)
+	if rot.KID != promotedKID || rot.NextKID == "" || rot.NextKID == promotedKID || !rot.NextReadyAt.Equal(rotatedAt.Add(keys.DefaultPrepublish)) {
+		t.Fatalf("Rotate = %+v; want %s promoted and a new next key ready at %s", rot, promotedKID, rotatedAt.Add(keys.DefaultPrepublish))
 	}
 	old := storedKey(t, ks, oldKID)
 	if old.RetiredAt == nil || !old.RetiredAt.Equal(rotatedAt) || old.PublishUntil == nil || !old.PublishUntil.Equal(rotatedAt.Add(lifetime)) {
 		t.Fatalf("old key retired at %v, published until %v; want %s and %s", old.RetiredAt, old.PublishUntil, rotatedAt, rotatedAt.Add(lifetime))
 	}
-	if rec := storedKey(t, ks, newKID); rec.RetiredAt != nil || rec.PublishUntil != nil {
-		t.Fatal("the new key is stored as retired")
+	if rec := storedKey(t, ks, promotedKID); rec.ActivatedAt == nil || !rec.ActivatedAt.Equal(rotatedAt) || rec.RetiredAt != nil || rec.PublishUntil != nil {
+		t.Fatalf("promoted key activated %v, retired %v; want signing since %s", rec.ActivatedAt, rec.RetiredAt, rotatedAt)
+	}
+	if rec := storedKey(t, ks, rot.NextKID); rec.ActivatedAt != nil || rec.RetiredAt != nil || !rec.CreatedAt.Equal(rotatedAt) {
+		t.Fatalf("new next key = %+v, want waiting since %s", rec, rotatedAt)
 	}
 
 	newToken, err := ring.Sign(map[string]any{"sub": "bob"}, "at+jwt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, headers := verifyWithJWKS(t, ring, newToken); headers.KeyID() != newKID {
-		t.Fatalf("token signed after rotation has kid %s, want %s", headers.KeyID(), newKID)
+	if _, headers := verifyWithJWKS(t, ring, newToken); headers.KeyID() != promotedKID {
+		t.Fatalf("token signed after rotation has kid %s, want %s", headers.KeyID(), promotedKID)
 	}
 	verifyWithJWKS(t, ring, oldToken)
-	if got := jwksKIDs(t, ring); !slices.Equal(got, []string{newKID, oldKID}) {
-		t.Fatalf("JWKS kids = %v, want current then retired %v", got, []string{newKID, oldKID})
+	if got, want := jwksKIDs(t, ring), []string{promotedKID, rot.NextKID, oldKID}; !slices.Equal(got, want) {
+		t.Fatalf("JWKS kids = %v, want current, next, retired %v", got, want)
 	}
 
 	// The other instance signs with the old key until it reloads.
@@ -362,20 +446,20 @@ func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
 	if err := other.Reload(context.Background()); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	if other.CurrentKID() != newKID || !slices.Equal(jwksKIDs(t, other), []string{newKID, oldKID}) {
+	if other.CurrentKID() != promotedKID || string(other.JWKS()) != string(ring.JWKS()) {
 		t.Fatalf("after Reload other instance uses %s and publishes %v", other.CurrentKID(), jwksKIDs(t, other))
 	}
 
 	// The retired key goes when the last token it may have signed has expired,
 	// whether or not anyone reloads.
 	clock.Advance(lifetime - time.Second)
-	if _, _, ok := ring.PublicKey(oldKID); !ok || len(jwksKIDs(t, ring)) != 2 {
+	if _, _, ok := ring.PublicKey(oldKID); !ok || len(jwksKIDs(t, ring)) != 3 {
 		t.Fatal("retired key unpublished before its publish-until time")
 	}
 	clock.Advance(time.Second)
 	for name, r := range map[string]*keys.Ring{"rotating instance": ring, "other instance": other} {
-		if got := jwksKIDs(t, r); !slices.Equal(got, []string{newKID}) {
-			t.Fatalf("%s: JWKS kids at publish-until = %v, want only %s", name, got, newKID)
+		if got, want := jwksKIDs(t, r), []string{promotedKID, rot.NextKID}; !slices.Equal(got, want) {
+			t.Fatalf("%s: JWKS kids at publish-until = %v, want %v", name, got, want)
 		}
 		if _, _, ok := r.PublicKey(oldKID); ok {
 			t.Fatalf("%s: PublicKey still finds the retired key", name)
@@ -384,54 +468,257 @@ func TestRotateRetiresOldKeyAndPublishesItUntilTokensExpire(t *testing.T) {
 	if err := ring.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := jwksKIDs(t, ring); !slices.Equal(got, []string{newKID}) {
-		t.Fatalf("JWKS kids after reload = %v, want only %s", got, newKID)
+	if got, want := jwksKIDs(t, ring), []string{promotedKID, rot.NextKID}; !slices.Equal(got, want) {
+		t.Fatalf("JWKS kids after reload = %v, want %v", got, want)
 	}
 }
 
-func TestRotateRetiresKeysOtherInstancesMadeCurrent(t *testing.T) {
+func TestRotateBeforeThePrepublishTimeIsRefused(t *testing.T) {
+	ks, clock := newTestStore(t), newFakeClock()
+	const prepublish = 15 * time.Minute
+	ring := mustRing(t, ks, keys.RingConfig{Prepublish: prepublish}, clock)
+	publishedAt := clock.Now()
+	current := ring.CurrentKID()
+	nextKID, readyAt, _ := ring.Next()
+	if !readyAt.Equal(publishedAt.Add(prepublish)) {
+		t.Fatalf("next key ready at %s, want %s", readyAt, publishedAt.Add(prepublish))
+	}
+
+	clock.Advance(prepublish - time.Second)
+	stored := storedKeys(t, ks)
+	_, err := ring.Rotate(context.Background())
+	var notReady *keys.NotReadyError
+	if !errors.As(err, &notReady) || notReady.KID != nextKID || !notReady.PublishedAt.Equal(publishedAt) || !notReady.ReadyAt.Equal(readyAt) {
+		t.Fatalf("Rotate %s early: err = %v, want a NotReadyError for %s ready at %s", time.Second, err, nextKID, readyAt)
+	}
+	if want := "may sign from " + readyAt.Format(time.RFC3339); !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not say %q", err, want)
+	}
+	if !reflect.DeepEqual(storedKeys(t, ks), stored) || ring.CurrentKID() != current {
+		t.Fatal("a refused rotation changed the keys")
+	}
+
+	clock.Advance(time.Second)
+	rot, err := ring.Rotate(context.Background())
+	if err != nil || rot.KID != nextKID {
+		t.Fatalf("Rotate at the ready time = %+v, %v; want %s to sign", rot, err, nextKID)
+	}
+	// The key it published must wait its turn too.
+	if _, err := ring.Rotate(context.Background()); !errors.As(err, &notReady) || notReady.KID != rot.NextKID || !notReady.ReadyAt.Equal(clock.Now().Add(prepublish)) {
+		t.Fatalf("second Rotate at once: err = %v, want a NotReadyError for %s", err, rot.NextKID)
+	}
+}
+
+func TestConcurrentRotationsPromoteTheNextKeyOnce(t *testing.T) {
 	ks, clock := newTestStore(t), newFakeClock()
 	a := mustRing(t, ks, keys.RingConfig{}, clock)
 	b := mustRing(t, ks, keys.RingConfig{}, clock)
-	clock.Advance(time.Second)
-	kidA, err := a.Rotate(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	rotA := rotateWhenReady(t, a, clock)
+	// b has not reloaded and rotates on its own view: the store has promoted
+	// that key already, and the key now waiting was only just published.
+	_, err := b.Rotate(context.Background())
+	var notReady *keys.NotReadyError
+	if !errors.As(err, &notReady) || notReady.KID != rotA.NextKID {
+		t.Fatalf("second instance's Rotate: err = %v, want a NotReadyError for %s", err, rotA.NextKID)
 	}
-	// b has not reloaded and rotates on its own view.
-	clock.Advance(time.Second)
-	kidB, err := b.Rotate(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	var signing, waiting int
+	for _, k := range storedKeys(t, ks) {
+		switch {
+		case k.RetiredAt != nil:
+		case k.ActivatedAt != nil:
+			signing++
+		default:
+			waiting++
+		}
 	}
-	if storedKey(t, ks, kidA).RetiredAt == nil {
-		t.Fatal("the key another instance made current is still active")
-	}
-	if err := a.Reload(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if a.CurrentKID() != kidB || b.CurrentKID() != kidB {
-		t.Fatalf("instances sign with %s and %s, want both %s", a.CurrentKID(), b.CurrentKID(), kidB)
+	if signing != 1 || waiting != 1 || a.CurrentKID() != rotA.KID || b.CurrentKID() != rotA.KID {
+		t.Fatalf("%d signing and %d waiting keys, instances sign with %s and %s; want one of each and both %s",
+			signing, waiting, a.CurrentKID(), b.CurrentKID(), rotA.KID)
 	}
 }
 
-func TestNewRingRotatesWhenConfiguredAlgorithmChanges(t *testing.T) {
+func TestReplaceWithdrawsKeysAndRevokesTheTokensTheySigned(t *testing.T) {
+	ks, clock := newTestStore(t), newFakeClock()
+	var mu sync.Mutex
+	withdrawnHere, withdrawnThere := []string{}, []string{}
+	record := func(into *[]string) func([]string) {
+		return func(kids []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			*into = append(*into, kids...)
+		}
+	}
+	ring := mustRing(t, ks, keys.RingConfig{OnWithdraw: record(&withdrawnHere)}, clock)
+	other := mustRing(t, ks, keys.RingConfig{OnWithdraw: record(&withdrawnThere)}, clock)
+	retiredKID := ring.CurrentKID()
+	rotateWhenReady(t, ring, clock)
+	leakedKID := ring.CurrentKID()
+	leakedNext, _, _ := ring.Next()
+	leakedToken, _ := ring.Sign(map[string]any{"sub": "alice"}, "at+jwt")
+	systemToken(t, ks, "t-leaked-1", leakedKID, clock.Now())
+	systemToken(t, ks, "t-leaked-2", leakedKID, clock.Now())
+	systemToken(t, ks, "t-retired", retiredKID, clock.Now())
+	if err := other.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Advance(time.Minute)
+	replacedAt := clock.Now()
+	rot, err := ring.Replace(context.Background(), "admin-1")
+	if err != nil {
+		t.Fatalf("Replace: %v", err)
+	}
+	if fresh := []string{rot.KID, rot.NextKID}; slices.ContainsFunc(fresh, func(k string) bool { return k == "" || k == leakedKID || k == leakedNext || k == retiredKID }) {
+		t.Fatalf("Replace = %+v, want fresh keys", rot)
+	}
+	slices.Sort(rot.Withdrawn)
+	want := []string{leakedKID, leakedNext}
+	slices.Sort(want)
+	if !slices.Equal(rot.Withdrawn, want) || rot.RevokedTokens != 2 {
+		t.Fatalf("Replace withdrew %v and revoked %d tokens, want %v and the 2 tokens of %s", rot.Withdrawn, rot.RevokedTokens, want, leakedKID)
+	}
+	// The fresh key signs at once; the replaced keys are gone from the JWKS
+	// at once; the retired key stays for the tokens it signed.
+	if ring.CurrentKID() != rot.KID || !slices.Equal(jwksKIDs(t, ring), []string{rot.KID, rot.NextKID, retiredKID}) {
+		t.Fatalf("after Replace the ring signs with %s and publishes %v", ring.CurrentKID(), jwksKIDs(t, ring))
+	}
+	if _, _, ok := ring.PublicKey(leakedKID); ok {
+		t.Fatal("PublicKey still finds the replaced key")
+	}
+	set, _ := jwk.Parse(ring.JWKS())
+	if _, err := jws.Verify([]byte(leakedToken), jws.WithKeySet(set)); err == nil {
+		t.Fatal("a token of the replaced key verifies through the JWKS")
+	}
+	for id, revoked := range map[string]bool{"t-leaked-1": true, "t-leaked-2": true, "t-retired": false} {
+		tok, err := ks.GetToken(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tok.RevokedAt != nil && tok.RevokedAt.Equal(replacedAt); got != revoked {
+			t.Fatalf("token %s revoked at %v, want revoked at %s: %v", id, tok.RevokedAt, replacedAt, revoked)
+		}
+	}
+	events, err := ks.ListAudit(context.Background(), store.AuditFilter{Type: "token.revoked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 || events[0].ActorID != "admin-1" || events[0].Detail["reason"] != "key_withdrawn" {
+		t.Fatalf("audit = %+v, want two token.revoked events by admin-1 with reason key_withdrawn", events)
+	}
+
+	// Both instances learn of the withdrawal, the other one at its reload,
+	// so that they can forget what the replaced keys verified.
+	mu.Lock()
+	here := slices.Sorted(slices.Values(withdrawnHere))
+	mu.Unlock()
+	if !slices.Equal(here, want) {
+		t.Fatalf("OnWithdraw here got %v, want %v", here, want)
+	}
+	if err := other.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	there := slices.Sorted(slices.Values(withdrawnThere))
+	mu.Unlock()
+	if !slices.Equal(there, want) || other.CurrentKID() != rot.KID {
+		t.Fatalf("other instance: OnWithdraw got %v and signs with %s, want %v and %s", there, other.CurrentKID(), want, rot.KID)
+	}
+}
+
+func TestNewRingReplacesANextKeyOfAnotherAlgorithm(t *testing.T) {
 	ks, clock := newTestStore(t), newFakeClock()
 	es := mustRing(t, ks, keys.RingConfig{Algorithm: "ES256"}, clock)
 	token, _ := es.Sign(map[string]any{"sub": "alice"}, "at+jwt")
+	esNext, _, _ := es.Next()
 
 	clock.Advance(time.Hour)
 	ed := mustRing(t, ks, keys.RingConfig{Algorithm: "EdDSA", MaxTokenLifetime: 24 * time.Hour}, clock)
-	if ed.CurrentKID() == es.CurrentKID() {
-		t.Fatal("changing the algorithm kept the old key current")
+	// Switching at once would sign with a key no verifier has fetched.
+	if ed.CurrentKID() != es.CurrentKID() {
+		t.Fatal("changing the algorithm switched the signing key at once")
 	}
-	if _, alg, _ := ed.PublicKey(ed.CurrentKID()); alg != "EdDSA" {
-		t.Fatalf("current key signs %s, want EdDSA", alg)
+	edNext, readyAt, _ := ed.Next()
+	if _, alg, _ := ed.PublicKey(edNext); alg != "EdDSA" || !readyAt.Equal(clock.Now().Add(keys.DefaultPrepublish)) {
+		t.Fatalf("next key signs %s, ready at %s; want an EdDSA key published now", alg, readyAt)
+	}
+	if until := storedKey(t, ks, esNext).PublishUntil; until == nil || !until.Equal(clock.Now()) || slices.Contains(jwksKIDs(t, ed), esNext) {
+		t.Fatalf("the ES256 next key, which signed nothing, is published until %v; want withdrawn now", until)
+	}
+
+	rot := rotateWhenReady(t, ed, clock)
+	if _, alg, _ := ed.PublicKey(ed.CurrentKID()); rot.KID != edNext || alg != "EdDSA" {
+		t.Fatalf("after rotation the ring signs %s with %s, want %s with EdDSA", alg, ed.CurrentKID(), edNext)
 	}
 	if until := storedKey(t, ks, es.CurrentKID()).PublishUntil; until == nil || !until.Equal(clock.Now().Add(24*time.Hour)) {
 		t.Fatalf("old ES256 key published until %v, want %s", until, clock.Now().Add(24*time.Hour))
 	}
 	verifyWithJWKS(t, ed, token)
+}
+
+// A store from before staged rotation holds a signing key and no next key.
+func TestANextKeyIsPublishedWhenNoneWaits(t *testing.T) {
+	ks, clock := newTestStore(t), newFakeClock()
+	ring := mustRing(t, ks, keys.RingConfig{}, clock)
+	current := ring.CurrentKID()
+	next, _, _ := ring.Next()
+	if err := ks.RetireSigningKey(context.Background(), next, clock.Now(), clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Advance(time.Hour)
+	restarted := mustRing(t, ks, keys.RingConfig{}, clock)
+	published, readyAt, ok := restarted.Next()
+	if restarted.CurrentKID() != current || !ok || published == next || !readyAt.Equal(clock.Now().Add(keys.DefaultPrepublish)) {
+		t.Fatalf("restarted ring signs with %s, next %q ready at %s; want %s and a new next key", restarted.CurrentKID(), published, readyAt, current)
+	}
+
+	// Rotating without a waiting key publishes one and refuses for now.
+	if err := ks.RetireSigningKey(context.Background(), published, clock.Now(), clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := restarted.Rotate(context.Background())
+	var notReady *keys.NotReadyError
+	if !errors.As(err, &notReady) || notReady.KID == published || !notReady.ReadyAt.Equal(clock.Now().Add(keys.DefaultPrepublish)) || restarted.CurrentKID() != current {
+		t.Fatalf("Rotate with no next key: err = %v, signs with %s; want a NotReadyError for a key published now", err, restarted.CurrentKID())
+	}
+}
+
+func TestCacheMaxAgeIsHalfThePrepublishTimeAtMostFiveMinutes(t *testing.T) {
+	for _, tc := range []struct{ prepublish, want time.Duration }{
+		{keys.DefaultPrepublish, 5 * time.Minute},
+		{time.Hour, 5 * time.Minute},
+		{9 * time.Minute, 4*time.Minute + 30*time.Second},
+		{keys.MinPrepublish, time.Second},
+		{3 * time.Second, time.Second},
+	} {
+		if got := keys.CacheMaxAge(tc.prepublish); got != tc.want || got > tc.prepublish-time.Second {
+			t.Errorf("CacheMaxAge(%s) = %s, want %s", tc.prepublish, got, tc.want)
+		}
+	}
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{Prepublish: 8 * time.Second}, newFakeClock())
+	if got := ring.CacheMaxAge(); got != 4*time.Second {
+		t.Errorf("ring's CacheMaxAge = %s, want 4s", got)
+	}
+}
+
+func TestNewRingRefusesAShortPrepublishTime(t *testing.T) {
+	for _, d := range []time.Duration{time.Second, -time.Minute} {
+		_, err := keys.NewRing(context.Background(), newTestStore(t), signingSealer(t), keys.RingConfig{Prepublish: d}, nil)
+		if want := fmt.Sprintf("prepublish time %s is shorter than 2s", d); err == nil || err.Error() != want {
+			t.Errorf("NewRing(Prepublish %s) error = %v, want %q", d, err, want)
+		}
+	}
+}
+
+func TestKeyIDOfNamesTheSigningKey(t *testing.T) {
+	ring := mustRing(t, newTestStore(t), keys.RingConfig{}, newFakeClock())
+	token, _ := ring.Sign(map[string]any{}, "at+jwt")
+	if kid, err := keys.KeyIDOf(token); err != nil || kid != ring.CurrentKID() {
+		t.Fatalf("KeyIDOf = %q, %v; want %s", kid, err, ring.CurrentKID())
+	}
+	if _, err := keys.KeyIDOf("not a token"); err == nil {
+		t.Fatal("KeyIDOf accepted garbage")
+	}
 }
 
 func TestReloadKeepsKeysWhenStoreFails(t *testing.T) {
@@ -510,12 +797,12 @@ func TestSignDuringRotateIsSafe(t *testing.T) {
 	}
 	kids := map[string]bool{ring.CurrentKID(): true}
 	for range rotations {
-		clock.Advance(time.Second)
-		kid, err := ring.Rotate(context.Background())
+		clock.Advance(keys.DefaultPrepublish)
+		rot, err := ring.Rotate(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		kids[kid] = true
+		kids[rot.KID] = true
 	}
 	close(done)
 	wg.Wait()
@@ -523,8 +810,9 @@ func TestSignDuringRotateIsSafe(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if len(kids) != rotations+1 || len(jwksKIDs(t, ring)) != rotations+1 {
-		t.Fatalf("%d distinct kids, %d published; want %d", len(kids), len(jwksKIDs(t, ring)), rotations+1)
+	// Every key that signed, and the next one.
+	if len(kids) != rotations+1 || len(jwksKIDs(t, ring)) != rotations+2 {
+		t.Fatalf("%d distinct kids, %d published; want %d and %d", len(kids), len(jwksKIDs(t, ring)), rotations+1, rotations+2)
 	}
 }
 

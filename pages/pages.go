@@ -163,6 +163,9 @@ type pageData struct {
 	Notice      string
 	Message     string
 	LoginURL    string
+	// ContinueTo is where the page sends the browser on at once (a meta
+	// refresh, which a strict form-action does not block) and links to.
+	ContinueTo string
 
 	Request    *store.AccessRequest
 	Requests   []store.AccessRequest
@@ -228,6 +231,17 @@ func (p *Pages) LoginErrorPage(w http.ResponseWriter, status int, title, message
 	d.Message = message
 	d.LoginURL = p.rt.APIPrefix + "/auth/login"
 	p.render(w, status, "error", d)
+}
+
+// SignOutPage answers a signed-out browser's logout form with a page that
+// continues to the identity provider's end-session endpoint. A 303 there
+// would be blocked: the pages' CSP has form-action 'self', and browsers apply
+// it to the redirects that follow a form post.
+func (p *Pages) SignOutPage(w http.ResponseWriter, endSession string) {
+	d := p.data("Signing out", nil)
+	d.Message = "You are signed out of Gatehouse. Signing you out at your identity provider…"
+	d.ContinueTo = endSession
+	p.render(w, http.StatusOK, "error", d)
 }
 
 // ErrorPage is the Gatehouse error page for the guard's refusals of browsers.

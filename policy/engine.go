@@ -9,7 +9,9 @@ package policy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -62,6 +64,9 @@ type Options struct {
 	// Paths are extra .rego files or directories (not recursive; *_test.rego
 	// skipped). A module in package gatehouse.authz replaces the default policy.
 	Paths []string
+	// Files, when set, are the extra policy files already read (ReadFiles),
+	// and Paths is not read again.
+	Files *Files
 	// Data is merged over the default data under data.gatehouse.config:
 	// objects merge key by key, any other value replaces the default.
 	Data map[string]any
@@ -173,7 +178,13 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 
-	modules, err := loadModules(opts.Paths)
+	files := opts.Files
+	if files == nil {
+		if files, err = ReadFiles(opts.Paths); err != nil {
+			return nil, err
+		}
+	}
+	modules, err := files.parse()
 	if err != nil {
 		return nil, err
 	}
@@ -397,15 +408,27 @@ func roleRanks(config map[string]any) (map[string]int, error) {
 	return ranks, nil
 }
 
-func loadModules(paths []string) ([]*ast.Module, error) {
-	var files []string
+// Files are the extra policy files of some paths, read at one moment: an
+// Engine is compiled from them, and their digest tells whoever watches the
+// paths that a file changed.
+type Files struct {
+	names   []string
+	sources []string
+	digest  string
+}
+
+// ReadFiles reads the .rego files that paths name: files, or the files of
+// directories (not recursive). *_test.rego files are skipped: tests run under
+// `opa test`, never inside the guard.
+func ReadFiles(paths []string) (*Files, error) {
+	var names []string
 	for _, p := range paths {
 		info, err := os.Stat(p)
 		if err != nil {
 			return nil, fmt.Errorf("policy path: %w", err)
 		}
 		if !info.IsDir() {
-			files = append(files, p)
+			names = append(names, p)
 			continue
 		}
 		entries, err := os.ReadDir(p)
@@ -414,21 +437,40 @@ func loadModules(paths []string) ([]*ast.Module, error) {
 		}
 		for _, entry := range entries {
 			if entry.Type().IsRegular() && strings.HasSuffix(entry.Name(), ".rego") {
-				files = append(files, filepath.Join(p, entry.Name()))
+				names = append(names, filepath.Join(p, entry.Name()))
 			}
 		}
 	}
-	var modules []*ast.Module
-	for _, f := range files {
-		// Tests run under `opa test`, never inside the guard.
-		if strings.HasSuffix(f, "_test.rego") {
+	f := &Files{}
+	h := sha256.New()
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.rego") {
 			continue
 		}
-		src, err := os.ReadFile(f)
+		src, err := os.ReadFile(name)
 		if err != nil {
 			return nil, fmt.Errorf("policy file: %w", err)
 		}
-		m, err := parseModule(f, string(src))
+		// Length-prefixed, so that no two sets of files hash alike.
+		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(src))
+		h.Write(src)
+		f.names = append(f.names, name)
+		f.sources = append(f.sources, string(src))
+	}
+	f.digest = hex.EncodeToString(h.Sum(nil))
+	return f, nil
+}
+
+// Digest identifies the files' names and contents.
+func (f *Files) Digest() string { return f.digest }
+
+// Names are the files read, in the order they were read.
+func (f *Files) Names() []string { return slices.Clone(f.names) }
+
+func (f *Files) parse() ([]*ast.Module, error) {
+	modules := make([]*ast.Module, 0, len(f.names))
+	for i, name := range f.names {
+		m, err := parseModule(name, f.sources[i])
 		if err != nil {
 			return nil, err
 		}

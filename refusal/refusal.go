@@ -102,3 +102,77 @@ func As(err error) *Problem {
 	}
 	return nil
 }
+
+// Dialect is the error shape a client's SDK reads. Every dialect keeps the
+// problem fields; OpenAI and Ollama add the "error" member their official
+// clients show (spec §6a).
+type Dialect int
+
+// The dialects.
+const (
+	// Plain is the problem alone, as application/problem+json.
+	Plain Dialect = iota
+	// OpenAI adds "error": {"message", "type", "code", "param"}, which the
+	// OpenAI SDKs turn into their error's message, type and code.
+	OpenAI
+	// Ollama adds "error": "<message>" and answers as application/json: the
+	// ollama clients read the message from there, and show any other
+	// content type's whole body.
+	Ollama
+)
+
+// openAIError is OpenAI's error object.
+type openAIError struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Code    string  `json:"code"`
+	Param   *string `json:"param"`
+}
+
+// modelCodes are the refusals about the request's model: OpenAI names the
+// parameter at fault.
+var modelCodes = map[string]bool{"model_not_allowed": true, "model_required": true, "ambiguous_model": true, "model_not_found": true}
+
+// openAIType is OpenAI's error type for a status.
+func openAIType(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return "authentication_error"
+	case status == http.StatusForbidden:
+		return "permission_error"
+	case status == http.StatusTooManyRequests:
+		return "rate_limit_exceeded"
+	case status >= 500:
+		return "server_error"
+	}
+	return "invalid_request_error"
+}
+
+// WriteAs answers with p in dialect d.
+func WriteAs(w http.ResponseWriter, d Dialect, p *Problem) {
+	if d == Plain {
+		Write(w, p)
+		return
+	}
+	body := struct {
+		*Problem
+		Error any `json:"error"`
+	}{Problem: p}
+	contentType := "application/problem+json"
+	switch d {
+	case OpenAI:
+		e := openAIError{Message: p.Detail, Type: openAIType(p.Status), Code: p.Code}
+		if modelCodes[p.Code] {
+			param := "model"
+			e.Param = &param
+		}
+		body.Error = e
+	case Ollama:
+		body.Error = p.Detail
+		contentType = "application/json"
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(p.Status)
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -12,12 +12,12 @@ import (
 
 // tokenColumns reads the JSON lists as text, which both backends can cast to.
 const tokenColumns = `id, name, kind, COALESCE(user_id, ''), created_by, CAST(scope AS TEXT), CAST(models AS TEXT),
-	created_at, expires_at, last_used_at, revoked_at`
+	created_at, expires_at, last_used_at, revoked_at, COALESCE(kid, '')`
 
 func scanToken(row scanner) (APIToken, error) {
 	var t APIToken
 	err := row.Scan(&t.ID, &t.Name, &t.Kind, &t.UserID, &t.CreatedBy, stringsCol{&t.Scope}, stringsCol{&t.Models},
-		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt})
+		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt}, &t.KeyID)
 	return t, err
 }
 
@@ -59,7 +59,7 @@ func (c stringsCol) Scan(v any) error {
 }
 
 // tokenArgs validates t and returns the values of an api_tokens INSERT, in
-// column order; user_id and models stay NULL when empty.
+// column order; user_id, models and kid stay NULL when empty.
 func (s *sqlStore) tokenArgs(t APIToken) ([]any, error) {
 	if t.ID == "" {
 		return nil, errors.New("empty token ID")
@@ -76,12 +76,15 @@ func (s *sqlStore) tokenArgs(t APIToken) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token models: %w", err)
 	}
-	var userID any
+	var userID, kid any
 	if t.UserID != "" {
 		userID = t.UserID
 	}
+	if t.KeyID != "" {
+		kid = t.KeyID
+	}
 	return []any{t.ID, t.Name, t.Kind, userID, t.CreatedBy, scopeJSON, models,
-		s.encodeTime(nowOr(t.CreatedAt)), s.encodeTime(t.ExpiresAt)}, nil
+		s.encodeTime(nowOr(t.CreatedAt)), s.encodeTime(t.ExpiresAt), kid}, nil
 }
 
 func getToken(ctx context.Context, q db, id string) (APIToken, error) {
@@ -112,8 +115,8 @@ func (s *sqlStore) CreateToken(ctx context.Context, t APIToken, audit AuditEvent
 				return fmt.Errorf("user %s: %w", t.UserID, err)
 			}
 		}
-		if _, err := tx.exec(ctx, `INSERT INTO api_tokens (id, name, kind, user_id, created_by, scope, models, created_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...); err != nil {
+		if _, err := tx.exec(ctx, `INSERT INTO api_tokens (id, name, kind, user_id, created_by, scope, models, created_at, expires_at, kid)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, args...); err != nil {
 			return err
 		}
 		if err := s.appendAudit(ctx, tx, audit); err != nil {

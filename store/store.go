@@ -155,17 +155,19 @@ type UserFilter struct {
 }
 
 // SigningKey is a key pair of Gatehouse's. PrivateSealed is encrypted by the
-// caller before it reaches the store.
+// caller before it reaches the store. A key is published from CreatedAt; it
+// signs from ActivatedAt (nil while it is the published next key) until
+// RetiredAt, when a newer key took over, and its public key stays published
+// until PublishUntil.
 type SigningKey struct {
 	ID            string // kid
 	Algorithm     string
 	PrivateSealed []byte
 	PublicJWK     []byte
 	CreatedAt     time.Time
-	// RetiredAt is set when a newer key took over signing; the public key stays
-	// published until PublishUntil.
-	RetiredAt    *time.Time
-	PublishUntil *time.Time
+	ActivatedAt   *time.Time
+	RetiredAt     *time.Time
+	PublishUntil  *time.Time
 }
 
 // Token kinds.
@@ -189,6 +191,10 @@ type APIToken struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
+	// KeyID is the kid of the key that signed the token, so that replacing a
+	// key can revoke exactly its tokens; empty for tokens from before it was
+	// recorded.
+	KeyID string `json:"-"`
 }
 
 // TokenFilter selects tokens, newest first. Empty fields match everything.
@@ -261,10 +267,23 @@ type Store interface {
 	MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error
 	MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error
 
+	// PutSigningKey stores a new key; ErrConflict when its ID exists.
 	PutSigningKey(ctx context.Context, k SigningKey) error
 	// ListSigningKeys returns every key still to be published, newest first.
 	ListSigningKeys(ctx context.Context, now time.Time) ([]SigningKey, error)
 	RetireSigningKey(ctx context.Context, id string, at, publishUntil time.Time) error
+	// PromoteSigningKey makes the waiting key id sign from at, retires every
+	// other key that signed (published until publishUntil) and stores next,
+	// unless nil, as a new waiting key, in one transaction. It returns the
+	// retired IDs; ErrConflict when id is not waiting (of concurrent
+	// promotions exactly one wins).
+	PromoteSigningKey(ctx context.Context, id string, at, publishUntil time.Time, next *SigningKey) (retired []string, err error)
+	// ReplaceSigningKeys withdraws every key that signs or waits (retired and
+	// unpublished at once), revokes the live API tokens they signed, each
+	// audited as token.revoked (reason key_withdrawn) by actorID, and stores
+	// fresh, in one transaction. It returns the withdrawn IDs and how many
+	// tokens it revoked.
+	ReplaceSigningKeys(ctx context.Context, fresh []SigningKey, at time.Time, actorID string) (withdrawn []string, revokedTokens int, err error)
 
 	GetSetting(ctx context.Context, key string) ([]byte, error)
 	PutSetting(ctx context.Context, key string, value []byte) error

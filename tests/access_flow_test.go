@@ -217,12 +217,35 @@ func expectProblem(t *testing.T, resp *response, status int, code string) {
 	if resp.StatusCode != status {
 		t.Fatalf("%s %s: status %d, want %d: %s", resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, status, resp.body)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("%s %s: content type %q, want application/problem+json", resp.Request.Method, resp.Request.URL.Path, ct)
+	// The guard answers the backend's routes in its clients' dialect too
+	// (spec §6a): Ollama's error string as application/json under /api/,
+	// OpenAI's error object under /v1/. Gatehouse's own /api routes and every
+	// other path answer the problem alone.
+	ct, path := resp.Header.Get("Content-Type"), resp.Request.URL.Path
+	wantCT := "application/problem+json"
+	if ct == "application/json" && strings.HasPrefix(path, "/api/") {
+		wantCT = ct // an Ollama route; the body is checked below
+	}
+	if ct != wantCT {
+		t.Fatalf("%s %s: content type %q, want application/problem+json", resp.Request.Method, path, ct)
 	}
 	p := resp.json(t)
 	if p["code"] != code || p["status"] != float64(status) || p["title"] == "" || p["type"] == "" {
-		t.Fatalf("%s %s: problem %v, want code %s", resp.Request.Method, resp.Request.URL.Path, p, code)
+		t.Fatalf("%s %s: problem %v, want code %s", resp.Request.Method, path, p, code)
+	}
+	switch e := p["error"].(type) {
+	case nil:
+		if ct == "application/json" || strings.HasPrefix(path, "/v1/") {
+			t.Fatalf("%s %s: no error member for the client's SDK: %v", resp.Request.Method, path, p)
+		}
+	case string:
+		if ct != "application/json" || e != p["detail"] {
+			t.Fatalf("%s %s: Ollama error %q as %s, want the detail as application/json", resp.Request.Method, path, e, ct)
+		}
+	case map[string]any:
+		if e["code"] != code || e["message"] != p["detail"] || e["type"] == "" {
+			t.Fatalf("%s %s: OpenAI error %v, want code %s and the detail as message", resp.Request.Method, path, e, code)
+		}
 	}
 }
 

@@ -105,8 +105,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 				resp := callers[who].do(row.method, row.path, row.body, row.headers...)
 				got := fmt.Sprint(resp.StatusCode)
 				if strings.Contains(want, " ") {
-					if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+					// Ollama routes answer the problem as application/json with
+					// Ollama's "error" string (spec §6a).
+					ct := resp.Header.Get("Content-Type")
+					ollama := ct == "application/json" && strings.HasPrefix(row.path, "/api/")
+					if ct != "application/problem+json" && !ollama {
 						t.Fatalf("status %d content type %q, want a problem: %s", resp.StatusCode, ct, resp.body)
+					}
+					if p := resp.json(t); ollama && p["error"] != p["detail"] {
+						t.Fatalf("Ollama route: error %v, want the detail %v", p["error"], p["detail"])
 					}
 					got += " " + fmt.Sprint(resp.json(t)["code"])
 				}

@@ -471,7 +471,26 @@ func (b *tab) signOut() {
 	b.t.Helper()
 	b.expectText("header form button", "Sign out")
 	b.click("header form button")
+	// The sign-out page goes on by itself (a meta refresh) to the IdP's
+	// end-session endpoint, which comes back to / and so to sign-in.
+	b.waitForPathPrefix("/dev-idp/", 5*time.Second)
 	b.expectSignInPage()
+}
+
+// waitForPathPrefix waits until the browser's location path starts with prefix.
+func (b *tab) waitForPathPrefix(prefix string, within time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		loc := run(b, "reading the location", chromedp.Location())
+		if u, err := url.Parse(loc); err == nil && strings.HasPrefix(u.Path, prefix) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("the browser is at %s after %s, want a path under %s", loc, within, prefix)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // screenshot saves the whole page as a PNG and checks it is one.

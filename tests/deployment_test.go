@@ -18,7 +18,7 @@ func TestHTTPSCookiesAreSecureWithHostPrefix(t *testing.T) {
 	in := startInstance(t, instanceConfig{https: true})
 	c := in.newClient()
 	login := c.get("/api/auth/login")
-	lc := findSetCookie(login.Response, "__Host-gatehouse_login")
+	lc := findLoginCookie(login.Response, "__Host-gatehouse_login")
 	if lc == nil || !lc.Secure || !lc.HttpOnly || lc.Path != "/" || lc.Domain != "" || lc.SameSite != http.SameSiteLaxMode {
 		t.Fatalf("login-state cookie = %+v (Set-Cookie %q)", lc, login.Header.Values("Set-Cookie"))
 	}

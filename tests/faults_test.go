@@ -227,7 +227,7 @@ func TestFrozenPostgresAnswers503Quickly(t *testing.T) {
 // restarting (item 7 of issue 8).
 func TestChangesCrossWithinASecondWhateverRedisDoes(t *testing.T) {
 	redis := newPrivateRedis(t)
-	ins := threeInstances(t, "\t\tredis "+redis.URL)
+	ins := threeInstances(t, "\t\tredis "+redis.URL+"\n"+quickPrepublish)
 	a, others := ins[0], ins[1:]
 	adminA := a.newClient()
 	adminA.signIn(alice, "")
@@ -272,7 +272,7 @@ func TestChangesCrossWithinASecondWhateverRedisDoes(t *testing.T) {
 			}
 			return ""
 		})
-		adminA.do("POST", "/api/keys/rotate", nil)
+		rotateSigningKeys(t, adminA)
 		admin2 := a.newClient()
 		admin2.signIn(alice, "")
 		fresh := createToken(t, admin2, map[string]any{"name": "after rotation", "kind": "personal"})["token"].(string)

@@ -361,6 +361,13 @@ var authRequestIDPattern = regexp.MustCompile(`name="authRequestID" value="([^"]
 // returns the final redirect target after the callback.
 func (c *client) signIn(email, rd string) string {
 	c.t.Helper()
+	return c.finishSignIn(c.beginSignIn(email, rd))
+}
+
+// beginSignIn runs a sign-in up to the IdP's redirect back to Gatehouse and
+// returns the callback URL, not yet followed.
+func (c *client) beginSignIn(email, rd string) string {
+	c.t.Helper()
 	loginPath := "/api/auth/login"
 	if rd != "" {
 		loginPath += "?rd=" + url.QueryEscape(rd)
@@ -392,16 +399,22 @@ func (c *client) signIn(email, rd string) string {
 	for i := 0; i < 5 && post.StatusCode/100 == 3; i++ {
 		next := c.abs(post, post.Header.Get("Location"))
 		if strings.Contains(next, "/api/auth/callback") {
-			cb := c.get(next, "Accept", "text/html")
-			if cb.StatusCode != http.StatusSeeOther {
-				c.t.Fatalf("callback: status %d: %s", cb.StatusCode, cb.body)
-			}
-			return cb.Header.Get("Location")
+			return next
 		}
 		post = c.get(next, "Accept", "text/html")
 	}
 	c.t.Fatalf("sign-in did not reach the callback: status %d: %s", post.StatusCode, post.body)
 	return ""
+}
+
+// finishSignIn follows the callback URL and returns where it sends the browser.
+func (c *client) finishSignIn(callback string) string {
+	c.t.Helper()
+	cb := c.get(callback, "Accept", "text/html")
+	if cb.StatusCode != http.StatusSeeOther {
+		c.t.Fatalf("callback: status %d: %s", cb.StatusCode, cb.body)
+	}
+	return cb.Header.Get("Location")
 }
 
 // abs resolves ref against the URL of the request that produced resp.

@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +19,7 @@ func TestSessionCookieFlags(t *testing.T) {
 	in := startInstance(t, instanceConfig{})
 	c := in.newClient()
 	login := c.get("/api/auth/login")
-	loginCookie := findSetCookie(login.Response, "gatehouse_login")
+	loginCookie := findLoginCookie(login.Response, "gatehouse_login")
 	if loginCookie == nil || !loginCookie.HttpOnly || loginCookie.SameSite != http.SameSiteLaxMode || loginCookie.MaxAge <= 0 {
 		t.Fatalf("login-state cookie = %+v", loginCookie)
 	}
@@ -41,6 +43,44 @@ func TestSessionCookieFlags(t *testing.T) {
 	}
 	if len(sessionSet.Value) < 43 || strings.Contains(sessionSet.Value, bob) {
 		t.Fatalf("session cookie value %q is not an opaque random ID", sessionSet.Value)
+	}
+}
+
+// TestTwoSignInsAtOnce: two tabs of one browser signing in at once both
+// land where they started, whichever callback comes first, and a failed
+// callback clears only its own flow (issue 10: one login-state cookie served
+// every flow, so the second sign-in broke the first).
+func TestTwoSignInsAtOnce(t *testing.T) {
+	in := startInstance(t, instanceConfig{})
+	c := in.newClient()
+	first := c.beginSignIn(bob, "/first")
+	second := c.beginSignIn(bob, "/second")
+	// A forged callback fails without touching the two real flows.
+	if r := c.get("/api/auth/callback?state=forged-state-0123456789&code=x", "Accept", "text/html"); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("forged callback: %d", r.StatusCode)
+	}
+	if got := c.finishSignIn(first); got != "/gatehouse/request-access" {
+		t.Fatalf("the first tab's sign-in lands on %q", got)
+	}
+	if got := c.finishSignIn(second); got != "/gatehouse/request-access" {
+		t.Fatalf("the second tab's sign-in lands on %q", got)
+	}
+	if r := c.get("/api/auth/me"); r.StatusCode != http.StatusOK {
+		t.Fatalf("signed in after both: %d %s", r.StatusCode, r.body)
+	}
+	// Sign-ins under way are bounded: many started, few cookies kept.
+	for range 10 {
+		c.get("/api/auth/login", "Accept", "text/html")
+	}
+	u, _ := url.Parse(in.URL)
+	n := 0
+	for _, ck := range c.http.Jar.Cookies(u) {
+		if strings.HasPrefix(ck.Name, "gatehouse_login_") {
+			n++
+		}
+	}
+	if n == 0 || n > 4 {
+		t.Fatalf("%d login-state cookies after ten sign-ins started, want 1 to 4", n)
 	}
 }
 
@@ -144,16 +184,25 @@ func TestRefreshAndLogoutInvalidateTheOldCookie(t *testing.T) {
 	after.setCookie(sessionCookie, rotated)
 	expectProblem(t, after.get("/api/auth/me"), http.StatusUnauthorized, "invalid_token")
 
-	// A form post (the pages' sign-out button) is redirected on.
+	// A form post (the pages' sign-out button) is answered with a page that
+	// goes on at once (meta refresh) to the IdP's end-session endpoint, with
+	// the ID token as a hint and the public URL to come back to. A 303 there
+	// would be blocked by the pages' CSP form-action 'self' (issue 10), which
+	// stays as strict as it was.
 	form := in.newClient()
 	form.signIn(alice, "")
 	fout := form.do("POST", "/api/auth/logout", url.Values{})
-	// ...to the IdP's end-session endpoint, with the ID token as a hint and
-	// the public URL to come back to.
-	loc, _ := url.Parse(fout.Header.Get("Location"))
-	if fout.StatusCode != http.StatusSeeOther || loc == nil || !strings.HasPrefix(loc.String(), in.URL+"/dev-idp/") ||
+	if csp := fout.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "form-action 'self'") {
+		t.Fatalf("sign-out page CSP %q", csp)
+	}
+	refresh := regexp.MustCompile(`<meta http-equiv="refresh" content="0; url=([^"]+)">`).FindStringSubmatch(fout.text())
+	if fout.StatusCode != http.StatusOK || refresh == nil || !strings.Contains(fout.text(), `id="continue"`) {
+		t.Fatalf("form logout: %d, Location %q\n%s", fout.StatusCode, fout.Header.Get("Location"), fout.body)
+	}
+	loc, _ := url.Parse(html.UnescapeString(refresh[1]))
+	if loc == nil || !strings.HasPrefix(loc.String(), in.URL+"/dev-idp/") ||
 		loc.Query().Get("id_token_hint") == "" || loc.Query().Get("post_logout_redirect_uri") != in.URL+"/" {
-		t.Fatalf("form logout: %d, Location %q", fout.StatusCode, fout.Header.Get("Location"))
+		t.Fatalf("form logout continues to %q", refresh[1])
 	}
 	end := form.get(loc.String())
 	if end.StatusCode/100 != 3 || !strings.HasPrefix(end.Header.Get("Location"), in.URL+"/") {
@@ -264,6 +313,17 @@ func verifyAssertion(t *testing.T, in *instance, token, sub, email, role string)
 	if gotEmail != email || gotRole != role {
 		t.Fatalf("assertion email %v role %v", gotEmail, gotRole)
 	}
+}
+
+// findLoginCookie is the login-state cookie a sign-in set: one per flow,
+// named base_<state prefix>.
+func findLoginCookie(resp *http.Response, base string) *http.Cookie {
+	for _, ck := range resp.Cookies() {
+		if strings.HasPrefix(ck.Name, base+"_") && ck.MaxAge > 0 {
+			return ck
+		}
+	}
+	return nil
 }
 
 func findSetCookie(resp *http.Response, name string) *http.Cookie {

@@ -111,7 +111,9 @@ rank(name) := cfg.roles[name].rank
 required_any := {p | some p in cfg.api_routes[api_route]}
 
 # Backend routes: every permission of the route's kind, and chat:use on chat routes.
-required_all := set() if api_route else := backend_required
+required_all := set() if {
+	api_route
+} else := backend_required
 
 backend_required contains p if some p in cfg.route_permissions[route_kind]
 

@@ -108,6 +108,10 @@ test_permissions_ignore_the_input_list if {
 	outcome(signed(api("GET /api/audit"), subject)) == deny("forbidden")
 }
 
+test_anonymous_has_no_permissions if {
+	authz.permissions == set() with input as api("GET /api/auth/me")
+}
+
 test_unknown_role_has_no_permissions if {
 	outcome(signed(backend("GET", "/"), person("intern", "active"))) == deny("forbidden")
 }

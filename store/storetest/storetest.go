@@ -58,6 +58,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outbox", testOutbox},
 		{"OutboxClaims", testOutboxClaims},
 		{"SigningKeys", testSigningKeys},
+		{"PromoteSigningKey", testPromoteSigningKey},
+		{"ReplaceSigningKeys", testReplaceSigningKeys},
 		{"Settings", testSettings},
 		{"SettingsCompareAndSwap", testSettingsCompareAndSwap},
 		{"TimesAreUTC", testTimesUTC},
@@ -990,52 +992,6 @@ func testOutbox(t *testing.T, s store.Store) {
 	noErr(t, "EnqueueOutbox without ID", s.EnqueueOutbox(t.Context(), store.OutboxMessage{Channel: "email", Payload: []byte("{}"), CreatedAt: t0}))
 	if got := ids(at(2*time.Hour), 10); len(got) != 3 || got[0] == "" {
 		t.Fatalf("due = %v, want the message without ID first, with an assigned ID", got)
-	}
-}
-
-// --- signing keys ---
-
-func testSigningKeys(t *testing.T, s store.Store) {
-	keys := []store.SigningKey{
-		{ID: "k1", Algorithm: "ES256", PrivateSealed: []byte("sealed1"), PublicJWK: []byte(`{"kid":"k1"}`), CreatedAt: t0},
-		{ID: "k2", Algorithm: "ES256", PrivateSealed: []byte("sealed2"), PublicJWK: []byte(`{"kid":"k2"}`), CreatedAt: at(time.Hour)},
-		{ID: "k3", Algorithm: "ES256", PrivateSealed: []byte("sealed3"), PublicJWK: []byte(`{"kid":"k3"}`), CreatedAt: at(2 * time.Hour)},
-	}
-	for _, k := range keys {
-		noErr(t, "PutSigningKey", s.PutSigningKey(t.Context(), k))
-	}
-	wantErr(t, "PutSigningKey duplicate", s.PutSigningKey(t.Context(), keys[0]), store.ErrConflict)
-	noErr(t, "RetireSigningKey", s.RetireSigningKey(t.Context(), "k1", at(time.Hour), at(3*time.Hour)))
-	noErr(t, "RetireSigningKey", s.RetireSigningKey(t.Context(), "k2", at(2*time.Hour), at(4*time.Hour)))
-	wantErr(t, "RetireSigningKey unknown", s.RetireSigningKey(t.Context(), "missing", t0, t0), store.ErrNotFound)
-
-	list := func(now time.Time) []store.SigningKey {
-		got, err := s.ListSigningKeys(t.Context(), now)
-		noErr(t, "ListSigningKeys", err)
-		return got
-	}
-	got := list(at(2 * time.Hour))
-	want2 := keys[1]
-	want2.RetiredAt, want2.PublishUntil = ptr(at(2*time.Hour)), ptr(at(4*time.Hour))
-	if len(got) != 3 || !reflect.DeepEqual(got[0], keys[2]) || !reflect.DeepEqual(got[1], want2) || got[2].ID != "k1" {
-		t.Fatalf("keys = %+v, want k3, k2 (retired), k1", got)
-	}
-	tests := []struct {
-		now  time.Time
-		want []string
-	}{
-		{at(3*time.Hour - time.Microsecond), []string{"k3", "k2", "k1"}},
-		{at(3 * time.Hour), []string{"k3", "k2"}}, // publish_until is exclusive
-		{at(5 * time.Hour), []string{"k3"}},
-	}
-	for _, tc := range tests {
-		ids := []string{}
-		for _, k := range list(tc.now) {
-			ids = append(ids, k.ID)
-		}
-		if !reflect.DeepEqual(ids, tc.want) {
-			t.Errorf("ListSigningKeys(%v) = %v, want %v", tc.now, ids, tc.want)
-		}
 	}
 }
 
