@@ -121,6 +121,14 @@ const (
 	Ollama
 )
 
+// The codes of quota refusals (429): a per-minute limit is rate_limited
+// (OpenAI's rate_limit_exceeded), a per-day or per-month one quota_exceeded
+// (OpenAI's insufficient_quota).
+const (
+	CodeRateLimited   = "rate_limited"
+	CodeQuotaExceeded = "quota_exceeded"
+)
+
 // openAIError is OpenAI's error object.
 type openAIError struct {
 	Message string  `json:"message"`
@@ -162,6 +170,9 @@ func WriteAs(w http.ResponseWriter, d Dialect, p *Problem) {
 	switch d {
 	case OpenAI:
 		e := openAIError{Message: p.Detail, Type: openAIType(p.Status), Code: p.Code}
+		if p.Code == CodeQuotaExceeded {
+			e.Type = "insufficient_quota" // a day's or month's tokens: waiting a minute does not help
+		}
 		if modelCodes[p.Code] {
 			param := "model"
 			e.Param = &param

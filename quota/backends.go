@@ -1,0 +1,158 @@
+package quota
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewLocal keeps the counters in this instance: exact for one instance.
+func NewLocal(now func() time.Time) *Counters {
+	return &Counters{backend: &local{m: map[string]localCounter{}, now: now}, now: now}
+}
+
+// NewRedis keeps the counters in Redis, shared by every instance that uses
+// it, under keys that start with prefix.
+func NewRedis(rdb redis.UniversalClient, prefix string, now func() time.Time) *Counters {
+	return &Counters{backend: &redisBackend{rdb: rdb, prefix: prefix}, now: now}
+}
+
+type localCounter struct {
+	value int64
+	end   time.Time
+	held  bool // a concurrent-requests counter: kept while a slot is held
+}
+
+type local struct {
+	mu    sync.Mutex
+	m     map[string]localCounter
+	now   func() time.Time
+	sweep time.Time
+}
+
+func (l *local) reserve(_ context.Context, cs []counter) (int, int64, []int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	l.forgetEnded(now)
+	for i, c := range cs {
+		if v := l.m[c.key].value; v+c.delta > c.limit {
+			return i, v, nil, nil
+		}
+	}
+	remaining := make([]int64, len(cs))
+	for i, c := range cs {
+		v := l.m[c.key]
+		v.value += c.delta
+		v.end, v.held = c.end, c.win == Concurrent
+		l.m[c.key] = v
+		remaining[i] = c.limit - v.value
+	}
+	return -1, 0, remaining, nil
+}
+
+func (l *local) adjust(_ context.Context, cs []counter) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range cs {
+		v, ok := l.m[c.key]
+		if !ok {
+			continue // its window ended meanwhile
+		}
+		v.value += c.delta
+		l.m[c.key] = v
+	}
+	return nil
+}
+
+// forgetEnded drops the counters of windows that ended, once a minute.
+func (l *local) forgetEnded(now time.Time) {
+	if now.Before(l.sweep) {
+		return
+	}
+	l.sweep = now.Add(time.Minute)
+	for k, v := range l.m {
+		if v.end.Before(now) && (!v.held || v.value <= 0) {
+			delete(l.m, k)
+		}
+	}
+}
+
+// reserveScript checks every counter, then adds to all or to none: one
+// script, so Redis runs it without any other command in between. KEYS are
+// the counters; ARGV holds, per counter, delta, limit and the expiry in
+// Unix milliseconds. It returns {index+1, used} for the first counter that
+// would pass its limit, or {0, remaining…}.
+var reserveScript = redis.NewScript(`
+local n = #KEYS
+for i = 1, n do
+  local v = tonumber(redis.call("GET", KEYS[i]) or "0")
+  if v + tonumber(ARGV[3*i-2]) > tonumber(ARGV[3*i-1]) then
+    return {i, v}
+  end
+end
+local out = {0}
+for i = 1, n do
+  local v = redis.call("INCRBY", KEYS[i], ARGV[3*i-2])
+  redis.call("PEXPIREAT", KEYS[i], ARGV[3*i])
+  out[i+1] = tonumber(ARGV[3*i-1]) - v
+end
+return out
+`)
+
+// adjustScript adds deltas to counters that still exist (a settlement after
+// its window ended changes nothing).
+var adjustScript = redis.NewScript(`
+for i = 1, #KEYS do
+  if redis.call("EXISTS", KEYS[i]) == 1 then
+    redis.call("INCRBY", KEYS[i], ARGV[i])
+  end
+end
+return 0
+`)
+
+type redisBackend struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// keyOf puts every counter of one bucket in one hash slot (Redis Cluster).
+func (r *redisBackend) keyOf(c counter) string {
+	return r.prefix + "{" + c.bucket + "}" + c.key[len(c.bucket):]
+}
+
+func (r *redisBackend) reserve(ctx context.Context, cs []counter) (int, int64, []int64, error) {
+	keys := make([]string, len(cs))
+	args := make([]any, 0, 3*len(cs))
+	for i, c := range cs {
+		keys[i] = r.keyOf(c)
+		// A window's counter outlives it by a minute (late settlements);
+		// a concurrent slot a crashed request never released, by ten.
+		end := c.end.Add(time.Minute)
+		if c.win == Concurrent {
+			end = c.end.Add(10 * time.Minute)
+		}
+		args = append(args, c.delta, c.limit, end.UnixMilli())
+	}
+	out, err := reserveScript.Run(ctx, r.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if out[0] > 0 {
+		return int(out[0]) - 1, out[1], nil, nil
+	}
+	return -1, 0, out[1:], nil
+}
+
+func (r *redisBackend) adjust(ctx context.Context, cs []counter) error {
+	keys := make([]string, len(cs))
+	args := make([]any, len(cs))
+	for i, c := range cs {
+		keys[i] = r.keyOf(c)
+		args[i] = strconv.FormatInt(c.delta, 10)
+	}
+	return adjustScript.Run(ctx, r.rdb, keys, args...).Err()
+}
