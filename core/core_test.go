@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -43,7 +44,9 @@ func TestValidateSettings(t *testing.T) {
 		{"none", nil, ""},
 		{"custom role", map[string]RoleSetting{"analyst": {Rank: 15, Inherits: []string{"user"}, Permissions: []string{"usage:view"}}}, ""},
 		{"models on a built-in role", map[string]RoleSetting{"user": {Models: []string{"llama3*"}}}, ""},
-		{"permissions on a built-in role", map[string]RoleSetting{"user": {Permissions: []string{"config:manage"}}}, `built-in role "user" may only be given models`},
+		{"limits on a built-in role", map[string]RoleSetting{"user": {Limits: &quota.Limits{TokensPerDay: 100_000}}}, ""},
+		{"negative limits", map[string]RoleSetting{"user": {Limits: &quota.Limits{TokensPerMinute: -5}}}, `role "user": tokens_per_minute must not be negative`},
+		{"permissions on a built-in role", map[string]RoleSetting{"user": {Permissions: []string{"config:manage"}}}, `built-in role "user" may only be given models and limits`},
 		{"rank on a built-in role", map[string]RoleSetting{"admin": {Rank: 99}}, `built-in role "admin"`},
 		{"custom role without rank", map[string]RoleSetting{"analyst": {}}, "needs a positive rank"},
 		{"rank at admin's", map[string]RoleSetting{"boss": {Rank: 30}}, "needs a rank below admin's (30)"},

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -38,9 +39,12 @@ type RoleSetting struct {
 	Inherits    []string `json:"inherits,omitempty"`
 	Permissions []string `json:"permissions,omitempty"`
 	Models      []string `json:"models,omitempty"`
+	// Limits are the quotas of every user holding the role (spec §8); a
+	// user's and a token's own limits only narrow them.
+	Limits *quota.Limits `json:"limits,omitempty"`
 }
 
-// builtinRoles may only get model restrictions through settings: their
+// builtinRoles may only get model restrictions and limits through settings: their
 // permissions are the contract of spec §3.
 var builtinRoles = map[string]bool{"user": true, "manager": true, "admin": true}
 
@@ -279,6 +283,9 @@ func (rt *Runtime) compilePolicy(ctx context.Context, files *policy.Files, s Set
 			if r.Models != nil {
 				role["models"] = r.Models
 			}
+			if r.Limits != nil {
+				role["limits"] = r.Limits
+			}
 			if !builtinRoles[name] {
 				role["rank"] = r.Rank
 				role["inherits"] = nonNil(r.Inherits)
@@ -336,9 +343,14 @@ func validateSettings(s Settings) error {
 		case name == "" || len(name) > 64:
 			return fmt.Errorf("%w: role names must have 1 to 64 characters", ErrInvalidSettings)
 		case builtinRoles[name] && (r.Rank != 0 || r.Inherits != nil || r.Permissions != nil):
-			return fmt.Errorf("%w: built-in role %q may only be given models", ErrInvalidSettings, name)
+			return fmt.Errorf("%w: built-in role %q may only be given models and limits", ErrInvalidSettings, name)
 		case !builtinRoles[name] && r.Rank <= 0:
 			return fmt.Errorf("%w: role %q needs a positive rank (user 10, manager 20, admin 30)", ErrInvalidSettings, name)
+		}
+		if r.Limits != nil {
+			if err := r.Limits.Validate(); err != nil {
+				return fmt.Errorf("%w: role %q: %v", ErrInvalidSettings, name, err)
+			}
 		}
 		for _, p := range r.Permissions {
 			if p == "" || len(p) > 100 {

@@ -240,7 +240,7 @@ func TestBrowserAdminDashboard(t *testing.T) {
 	b.typeInto("#new-role-name", "user")
 	b.typeInto("#new-role-permissions", "usage:view")
 	b.click(`#role-form button[type="submit"]`)
-	b.expectText(".error", `The role was not saved: invalid settings: built-in role "user" may only be given models.`)
+	b.expectText(".error", `The role was not saved: invalid settings: built-in role "user" may only be given models and limits.`)
 	if got := b.value("#new-role-permissions"); got != "usage:view" {
 		t.Errorf("after the refusal the permissions field holds %q, want usage:view", got)
 	}
