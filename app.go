@@ -52,6 +52,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
 	}
+	// Into this configuration's registry: Caddy's /metrics serves it.
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		if err := rt.Metrics().Register(reg); err != nil {
+			return fmt.Errorf("gatehouse: metrics: %w", err)
+		}
+	}
 	a.rt = rt
 	return nil
 }

@@ -53,6 +53,8 @@ func init() {
 //		session_idle_timeout <duration>
 //		signing_algorithm    ES256|EdDSA|RS256
 //		key_prepublish       <duration>
+//		usage_retention      <duration>   # default 90d
+//		quota_fail_open                   # let requests through when the quota counters are unreachable
 //		notify {
 //			webhook <url> <secret>
 //			smtp {
@@ -99,8 +101,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"token_audience":       appendArgs(&a.TokenAudiences),
 		"max_staleness":        durationArg(&a.MaxStaleness),
 		"store_timeout":        durationArg(&a.StoreTimeout),
+		"usage_retention":      durationArg(&a.UsageRetention),
+		"quota_fail_open":      flagArg(&a.QuotaFailOpen),
 		"notify":               a.unmarshalNotify,
 	})
+}
+
+// flagArg sets dst for a subdirective that takes no arguments.
+func flagArg(dst *bool) subdirective {
+	return func(d *caddyfile.Dispenser) error {
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		*dst = true
+		return nil
+	}
 }
 
 // subdirective parses one line of a block, and the block it opens if any;
@@ -307,6 +322,7 @@ func parseAPIDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, err
 //		listing_routes <"METHOD /path">...   # adds model listings to the route table
 //		max_body       <size>                # e.g. 8MB
 //		allow_ambiguous_paths                # pass ";", "\", "%2F", "x." paths instead of 400
+//		meter_stream_usage on|off            # off: streams are not asked for their usage (default on)
 //	}
 func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Guard)
@@ -331,6 +347,18 @@ func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 				return d.ArgErr()
 			}
 			g.AllowAmbiguousPaths = true
+			return nil
+		},
+		"meter_stream_usage": func(d *caddyfile.Dispenser) error {
+			var v string
+			if err := singleArg(d, &v); err != nil {
+				return err
+			}
+			if v != "on" && v != "off" {
+				return d.Errf("gatehouse: meter_stream_usage must be on or off, not %q", v)
+			}
+			on := v == "on"
+			g.MeterStreamUsage = &on
 			return nil
 		},
 	})

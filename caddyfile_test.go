@@ -330,6 +330,8 @@ func TestDirectivesRejectArgumentsAndBlocks(t *testing.T) {
 		{"listing_routes without arguments", "gatehouse {\n\t\tlisting_routes\n\t}", "wrong argument count"},
 		{"max_body not a size", "gatehouse {\n\t\tmax_body lots\n\t}", `max_body: bad size "lots"`},
 		{"max_body over 1GB", "gatehouse {\n\t\tmax_body 2GB\n\t}", `max_body: bad size "2GB"`},
+		{"meter_stream_usage neither on nor off", "gatehouse {\n\t\tmeter_stream_usage no\n\t}", `meter_stream_usage must be on or off, not "no"`},
+		{"meter_stream_usage without an argument", "gatehouse {\n\t\tmeter_stream_usage\n\t}", "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -424,12 +426,12 @@ func gatehouseBlock(lines ...string) string {
 
 // TestGuardDirectiveOptions: the guard's block reaches the handler's JSON.
 func TestGuardDirectiveOptions(t *testing.T) {
-	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t\tallow_ambiguous_paths\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
+	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t\tallow_ambiguous_paths\n\t\tmeter_stream_usage off\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"allow_ambiguous_paths":true,"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
+	want := `{"allow_ambiguous_paths":true,"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"meter_stream_usage":false,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
 	if !strings.Contains(string(out), want) {
 		t.Fatalf("adapted JSON lacks %s:\n%s", want, out)
 	}
@@ -454,6 +456,26 @@ func TestTokenOptions(t *testing.T) {
 	v := defaulted(validApp())
 	v.TokenLifetimes = map[string]caddy.Duration{"robot": caddy.Duration(time.Hour)}
 	if err := v.Validate(); err == nil || !strings.Contains(err.Error(), `unknown token kind "robot"`) {
+		t.Fatalf("Validate: %v", err)
+	}
+}
+
+// TestUsageRetentionOption: usage_retention takes Caddy's durations, days
+// included, and must keep at least a day.
+func TestUsageRetentionOption(t *testing.T) {
+	var a App
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("gatehouse {\n\tusage_retention 30d\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(a.UsageRetention) != 30*24*time.Hour {
+		t.Fatalf("usage_retention = %v, want 720h", time.Duration(a.UsageRetention))
+	}
+	if err := a.UnmarshalCaddyfile(caddyfile.NewTestDispenser("gatehouse {\n\tusage_retention soon\n}")); err == nil {
+		t.Error("usage_retention soon was accepted")
+	}
+	v := defaulted(validApp())
+	v.UsageRetention = caddy.Duration(time.Hour)
+	if err := v.Validate(); err == nil || !strings.Contains(err.Error(), "usage_retention must be at least 1d") {
 		t.Fatalf("Validate: %v", err)
 	}
 }

@@ -32,6 +32,11 @@ type Guard struct {
 	// differently (";", "\", "%2F", a trailing "." …) instead of refusing
 	// them with 400 ambiguous_request.
 	AllowAmbiguousPaths bool `json:"allow_ambiguous_paths,omitempty"`
+	// MeterStreamUsage false stops the guard from adding
+	// stream_options.include_usage to streaming OpenAI chat and completions
+	// requests (default true), for a backend that refuses the field; their
+	// tokens are then estimated.
+	MeterStreamUsage *bool `json:"meter_stream_usage,omitempty"`
 
 	rt    *core.Runtime
 	guard *guard.Guard
@@ -57,6 +62,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		ListingRoutes:       g.ListingRoutes,
 		MaxBodyBytes:        g.MaxBodyBytes,
 		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
+		NoStreamUsage:       g.MeterStreamUsage != nil && !*g.MeterStreamUsage,
 		ErrorPage:           pages.ErrorPage(g.rt),
 	})
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // TokenRequest is the body of POST /api/tokens and the token forms.
@@ -22,6 +24,8 @@ type TokenRequest struct {
 	Permissions []string `json:"permissions"`
 	Models      []string `json:"models"`
 	ExpiresIn   string   `json:"expires_in"`
+	// Limits are the token's own quotas, never wider than the role's.
+	Limits *quota.Limits `json:"limits"`
 }
 
 // CreatedToken is the one answer that holds the token string.
@@ -110,7 +114,7 @@ func (a *Actions) CreateToken(r *http.Request, route string, in TokenRequest) (*
 	}
 	raw, meta, err := a.rt.CreateToken(ctx, r, sub, core.NewToken{
 		Name: in.Name, Kind: in.Kind, Subject: subject, Permissions: in.Permissions, Models: in.Models,
-		ExpiresIn: life, Allowed: allowed, Role: role,
+		ExpiresIn: life, Allowed: allowed, Role: role, Limits: in.Limits,
 	})
 	if errors.Is(err, core.ErrTokenRequest) {
 		return nil, refusal.Validation(err.Error())

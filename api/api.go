@@ -64,6 +64,8 @@ func New(rt *core.Runtime, pages Pages) *API {
 		{"DELETE /api/users/{id}", a.deleteUser},
 		{"GET /api/users/{id}/activity", a.userActivity},
 		{"GET /api/audit", a.audit},
+		{"GET /api/usage", a.usage},
+		{"GET /api/usage/limits", a.usageLimits},
 		{"GET /api/settings", a.getSettings},
 		{"PUT /api/settings", a.putSettings},
 		{"PUT /api/settings/roles/{name}", a.putRole},
@@ -83,7 +85,7 @@ func New(rt *core.Runtime, pages Pages) *API {
 	// Paths Gatehouse owns answer 404/405 themselves instead of falling
 	// through to the backend; everything else under the prefix (an Ollama
 	// backend's /api/chat, say) is the backend's.
-	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/health"} {
+	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/usage", "/api/usage/", "/api/health"} {
 		a.mux.HandleFunc(a.apiPath(p), a.serve("", unknownRoute))
 	}
 	if pages != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/metrics"
 	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -71,6 +72,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	q := r.URL.Query()
 	state := q.Get("state")
 	fail := func(p *refusal.Problem, cause error) error {
+		a.rt.Metrics().Login(p.Code)
 		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": p.Code, "error": errString(cause)}})
 		if state != "" {
 			// Only this flow's state: another tab's sign-in goes on.
@@ -128,6 +130,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	if err != nil {
 		return err
 	}
+	a.rt.Metrics().Login(metrics.LoginOK)
 	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
 		Detail: map[string]any{"status": user.Status, "role": user.Role}})
 	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure, state))

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gatehouse/gatehouse/store"
 	"github.com/gatehouse/gatehouse/tokens"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // TokenInfo is the API token a request carries.
@@ -17,6 +19,8 @@ type TokenInfo struct {
 	Kind   string
 	Scope  []string
 	Models []string // nil: every model the role may use
+	// Limits are the token's own quotas, nil when it has none.
+	Limits *quota.Limits
 }
 
 // identifyBearer validates a Gatehouse API token: signature and claims
@@ -41,7 +45,7 @@ func (rt *Runtime) identifyBearer(ctx context.Context, header string) (*Subject,
 		return nil, fmt.Errorf("%w: token %s is revoked", ErrInvalidCredentials, claims.ID)
 	}
 	// One allocation for the subject and its token.
-	bs := &bearerSubject{tok: TokenInfo{ID: claims.ID, Kind: claims.Kind, Scope: claims.Scope, Models: claims.Models}}
+	bs := &bearerSubject{tok: TokenInfo{ID: claims.ID, Kind: claims.Kind, Scope: claims.Scope, Models: claims.Models, Limits: claims.Limits}}
 	bs.Auth, bs.Token = "token", &bs.tok
 	rt.usage.mark(claims.ID, now)
 

@@ -16,30 +16,30 @@ import (
 
 // userCache keeps users for the hot path. Local changes invalidate at once.
 type userCache struct {
-	*lru.Cache[string, cachedUser]
+	*lru.Cache[string, store.User]
 }
 
-type cachedUser struct {
-	user    store.User
-	fetched time.Time
-}
+const (
+	maxCachedUsers  = 100000
+	maxUserCacheTTL = max(cacheUsers, cacheUsersRedis)
+)
 
-const maxCachedUsers = 100000
-
-func newUserCache() userCache { return userCache{lru.New[string, cachedUser](maxCachedUsers, nil)} }
+func newUserCache() userCache { return userCache{lru.New[string, store.User](maxCachedUsers, nil)} }
 
 // User returns the user, from memory when fresh enough.
 func (rt *Runtime) User(ctx context.Context, id string) (store.User, error) {
 	now := time.Now()
-	if c, ok := rt.users.Get(id, now); ok && now.Sub(c.fetched) < rt.userCacheTTL() {
-		return c.user, nil
+	// Kept for the longer TTL, a record is read with the TTL of the moment:
+	// asked as of that much later, the cache finds it expired (and counts a
+	// miss) once it is older than the TTL.
+	if u, ok := rt.users.Get(id, now.Add(maxUserCacheTTL-rt.userCacheTTL())); ok {
+		return u, nil
 	}
 	u, err := rt.Store.GetUser(ctx, id)
 	if err != nil {
 		return u, err
 	}
-	// Kept for the longer TTL: a read applies the TTL of its moment.
-	rt.users.Put(id, cachedUser{user: u, fetched: now}, now.Add(max(cacheUsers, cacheUsersRedis)), now)
+	rt.users.Put(id, u, now.Add(maxUserCacheTTL), now)
 	return u, nil
 }
 

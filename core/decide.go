@@ -28,6 +28,7 @@ type DecisionRequest struct {
 // Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
 // Backend decisions of a cacheable policy are remembered.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
+	defer rt.metrics.ObserveDecide(time.Now())
 	engine := rt.Policy()
 	reqPath, folded := d.Path, d.PathFolded
 	if reqPath == "" {

@@ -154,6 +154,7 @@ func (rt *Runtime) watchFanout(ctx context.Context) {
 			continue
 		}
 		rt.fanout.healthy.Store(heard)
+		rt.metrics.FanoutHealthy(heard)
 		if heard {
 			rt.Logger.Info("redis announcements are back; store reads return to their backstop rate")
 		} else {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/metrics"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -33,8 +34,10 @@ type Subject struct {
 func (rt *Runtime) Identify(r *http.Request) (*Subject, error) {
 	ctx := r.Context()
 	if auth := r.Header.Get("Authorization"); auth != "" {
+		defer rt.metrics.ObserveIdentify(metrics.Token, time.Now())
 		return rt.identifyBearer(ctx, auth)
 	}
+	defer rt.metrics.ObserveIdentify(metrics.Session, time.Now())
 	sess, err := rt.Sessions.Lookup(ctx, r)
 	switch {
 	case errors.Is(err, identity.ErrNoSession):

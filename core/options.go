@@ -66,6 +66,12 @@ type Options struct {
 	// StoreTimeout bounds every store call (default 2s, store.DefaultCallTimeout):
 	// a store that hangs makes requests fail with 503 instead of waiting.
 	StoreTimeout caddy.Duration `json:"store_timeout,omitempty"`
+	// UsageRetention is how long per-minute usage is kept (default 90d,
+	// DefaultUsageRetention); older minutes are deleted daily.
+	UsageRetention caddy.Duration `json:"usage_retention,omitempty"`
+	// QuotaFailOpen lets requests through, logged at error, when the quota
+	// counters cannot be reached; by default they are refused (503).
+	QuotaFailOpen bool `json:"quota_fail_open,omitempty"`
 
 	// Logger is the app's, not configured.
 	Logger *zap.Logger `json:"-"`
@@ -270,6 +276,9 @@ func (o *Options) validateTokens() error {
 func (o *Options) validateTimeouts() error {
 	if o.StoreTimeout < 0 || o.StoreTimeout > caddy.Duration(time.Minute) {
 		return errors.New("store_timeout must be between 1ms and 1m")
+	}
+	if o.UsageRetention != 0 && o.UsageRetention < caddy.Duration(24*time.Hour) {
+		return errors.New("usage_retention must be at least 1d")
 	}
 	if o.MaxStaleness != 0 && o.MaxStaleness < caddy.Duration(15*time.Second) {
 		// The store is re-read every 0.5 s, or every 5 s with Redis: a smaller

@@ -29,6 +29,7 @@ import (
 	"github.com/gatehouse/gatehouse/devidp"
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/keys"
+	"github.com/gatehouse/gatehouse/metrics"
 	"github.com/gatehouse/gatehouse/notify"
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/store"
@@ -74,9 +75,13 @@ type Runtime struct {
 	extraRoutes     map[string]policy.Route // the guards' model_routes and listing_routes
 	policy          atomic.Pointer[policy.Engine]
 	settingsRaw     atomic.Pointer[[]byte]
+	quotas          quotas
 	notifier        *notify.Worker
 	assertions      assertionCache
 	inflight        inflight
+	metrics         *metrics.Set
+	meter           meter
+	usageRetention  time.Duration
 
 	opts         Options       // what Open opens
 	opened       chan struct{} // closed once Open succeeded
@@ -137,6 +142,11 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 	if rt.maxStaleness <= 0 {
 		rt.maxStaleness = 30 * time.Second
 	}
+	rt.metrics = rt.newMetrics(o.Redis != "")
+	rt.usageRetention = time.Duration(o.UsageRetention)
+	if rt.usageRetention <= 0 {
+		rt.usageRetention = DefaultUsageRetention
+	}
 
 	rt.policyPaths = o.PolicyPaths
 	if err := rt.readPolicyFiles(ctx); err != nil {
@@ -177,6 +187,7 @@ func (rt *Runtime) Open(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	rt.openQuotas()
 	rt.tokens = tokens.NewVerifier(rt.Keys, tokens.VerifierConfig{Issuer: o.PublicURL, Audience: TokenAudience})
 	if err := rt.syncRevocations(ctx); err != nil {
 		return fmt.Errorf("revocation list: %w", err)
@@ -193,7 +204,7 @@ func (rt *Runtime) Open(ctx context.Context) (err error) {
 	if rt.RP, err = rt.relyingParty(o); err != nil {
 		return err
 	}
-	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"))
+	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"), notify.WithResults(rt.metrics.Delivery))
 
 	close(rt.opened)
 	return nil
@@ -409,9 +420,17 @@ func (rt *Runtime) Start(ctx context.Context) {
 		{5 * time.Second, 5 * time.Second, rt.writeTokenUsage},
 		{time.Minute, time.Minute, rt.followCreators},
 		{10 * time.Minute, 10 * time.Minute, rt.sweepSessions},
+		{countEvery, countEvery, rt.countForMetrics},
+		{meterFlushEvery, meterFlushEvery, rt.flushUsage},
 	} {
 		run(func(ctx context.Context) { rt.every(ctx, task.withRedis, task.without, task.do) })
 	}
+	// Old usage goes at start and then daily, so that a process restarted
+	// every day still prunes.
+	run(func(ctx context.Context) {
+		rt.pruneUsage(ctx)
+		rt.every(ctx, 24*time.Hour, 24*time.Hour, rt.pruneUsage)
+	})
 	if len(rt.policyPaths) > 0 {
 		// `caddy reload` of an unchanged Caddyfile is "config is unchanged":
 		// the runtime itself notices an edited policy file.
@@ -445,7 +464,7 @@ func (rt *Runtime) every(ctx context.Context, withRedis, without time.Duration, 
 }
 
 // Stop ends the background workers, waits for them, and records the last
-// token uses.
+// token uses and the usage not yet written.
 func (rt *Runtime) Stop() {
 	if rt.stop != nil {
 		rt.stop()
@@ -453,6 +472,7 @@ func (rt *Runtime) Stop() {
 	rt.wg.Wait()
 	if rt.isOpen() {
 		rt.writeTokenUsage(context.Background())
+		rt.flushUsage(context.Background())
 	}
 }
 

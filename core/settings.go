@@ -457,6 +457,7 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 // The caller holds policyMu.
 func (rt *Runtime) switchPolicy(engine *policy.Engine, s Settings) {
 	rt.policySettings = s
+	rt.quotas.setRoleLimits(s)
 	rt.policy.Store(engine)
 }
 

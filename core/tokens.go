@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/keys"
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 	"github.com/gatehouse/gatehouse/tokens"
 )
@@ -33,6 +34,8 @@ type NewToken struct {
 	ExpiresIn   time.Duration
 	Allowed     []string // the ceiling: permissions may only narrow it
 	Role        string   // the role written into the token
+	// Limits are the token's own quotas: never wider than the role's.
+	Limits *quota.Limits
 }
 
 // MaxTokenLifetime is the longest life of a token kind.
@@ -54,6 +57,14 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 	if len(scope) == 0 {
 		return "", store.APIToken{}, fmt.Errorf("%w: the token would have no permissions", ErrTokenRequest)
 	}
+	if nt.Limits != nil {
+		if err := nt.Limits.Validate(); err != nil {
+			return "", store.APIToken{}, fmt.Errorf("%w: limits: %v", ErrTokenRequest, err)
+		}
+		if role := rt.RoleLimits(nt.Role); !nt.Limits.Within(role) {
+			return "", store.APIToken{}, fmt.Errorf("%w: limits must not be wider than the %s role's (%s)", ErrTokenRequest, nt.Role, describeLimits(role))
+		}
+	}
 	maxLife := rt.tokenLifetimes[nt.Kind]
 	life := nt.ExpiresIn
 	if life == 0 {
@@ -68,7 +79,7 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 		ID: id, Name: nt.Name, Kind: nt.Kind, CreatedBy: creator.User.ID,
 		Scope: scope, Models: nt.Models, CreatedAt: now, ExpiresAt: now.Add(life),
 	}
-	claims := tokens.Claims{ID: id, Kind: nt.Kind, Role: nt.Role, Scope: scope, Models: nt.Models,
+	claims := tokens.Claims{ID: id, Kind: nt.Kind, Role: nt.Role, Scope: scope, Models: nt.Models, Limits: nt.Limits,
 		IssuedAt: now, NotBefore: now, ExpiresAt: meta.ExpiresAt}
 	if nt.Subject != nil {
 		meta.UserID = nt.Subject.ID

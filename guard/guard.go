@@ -12,12 +12,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/identity"
+	"github.com/gatehouse/gatehouse/metrics"
 	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/refusal"
 )
@@ -32,12 +34,19 @@ const (
 	HeaderAssertion = "X-Gatehouse-Assertion"
 )
 
+// Codes of the guard's own refusals (the policy's are in package policy).
+const (
+	codeInvalidToken = "invalid_token"
+	codeUnavailable  = "unavailable"
+)
+
 // Guard is the per-request decision in front of the backend.
 type Guard struct {
 	rt             *core.Runtime
 	cop            *http.CrossOriginProtection
 	maxBody        int64
 	allowAmbiguous bool
+	streamUsage    bool
 	errorPage      refusal.ErrorPage
 }
 
@@ -54,6 +63,10 @@ type Options struct {
 	// ErrorPage answers refused browsers; default refusal.PlainErrorPage
 	// (the Caddy module passes the Gatehouse page).
 	ErrorPage refusal.ErrorPage
+	// NoStreamUsage leaves streaming OpenAI requests as they are instead of
+	// adding stream_options.include_usage (for a backend that refuses it);
+	// their tokens are then estimated.
+	NoStreamUsage bool
 }
 
 // DefaultMaxBodyBytes bounds the body read to find the model.
@@ -62,7 +75,8 @@ const DefaultMaxBodyBytes = 8 << 20
 // New returns a guard over the runtime; its extra routes join the runtime's
 // route table, which the policy reads too.
 func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
-	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths, errorPage: o.ErrorPage}
+	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths,
+		streamUsage: !o.NoStreamUsage, errorPage: o.ErrorPage}
 	if g.errorPage == nil {
 		g.errorPage = refusal.PlainErrorPage
 	}
@@ -85,13 +99,23 @@ func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 // Serve passes the request to next when the policy allows it, and otherwise
 // answers it. It never passes a request it could not decide on.
 func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request) error) error {
+	start := time.Now()
 	sanitizeHeaders(r.Header)
+	// The route is matched first so that every decision is counted under
+	// its route kind; matching reads nothing but the method and the path.
+	method := strings.ToUpper(requestMethod(r))
+	cleaned := core.CleanPath(r.URL.Path)
+	folded := policy.FoldPath(cleaned)
+	route := g.rt.Policy().Routes().Match(method, folded)
+	d := g.beginDecision(r, route)
 	if p := checkUpgrade(r); p != nil {
+		d.end(p.Code)
 		g.answer(w, r, p)
 		return nil
 	}
 	if !g.allowAmbiguous {
 		if p := checkAmbiguous(r); p != nil {
+			d.end(p.Code)
 			g.answer(w, r, p)
 			return nil
 		}
@@ -100,31 +124,34 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	sub, err := g.rt.Identify(r)
 	switch {
 	case errors.Is(err, core.ErrNoCredentials):
+		d.end(policy.CodeUnauthenticated)
 		g.refuseUnauthenticated(w, r, false)
 		return nil
 	case errors.Is(err, core.ErrInvalidCredentials):
+		d.end(codeInvalidToken)
 		g.refuseUnauthenticated(w, r, true)
 		return nil
 	case err != nil:
+		d.end(codeUnavailable)
 		g.unavailable(w, r, err)
 		return nil
 	}
 
 	if sub.Auth == "session" {
 		if err := g.cop.Check(r); err != nil {
+			d.end("cross_site")
 			g.problem(w, r, http.StatusForbidden, "cross_site", "Cross-site request refused", err.Error())
+			g.meterRefusal(sub, nil, nil, start, http.StatusForbidden)
 			return nil
 		}
 	}
 
-	method := strings.ToUpper(requestMethod(r))
-	cleaned := core.CleanPath(r.URL.Path)
-	folded := policy.FoldPath(cleaned)
-	route := g.rt.Policy().Routes().Match(method, folded)
 	var model *string
 	if route != nil && route.ModelFrom != policy.ModelFromNone {
-		m, found, ok := g.readModel(w, r, route, cleaned)
-		if !ok {
+		m, found, p := g.readModel(r, route, cleaned)
+		if p != nil {
+			d.end(p.Code)
+			g.answer(w, r, p)
 			return nil
 		}
 		if found {
@@ -135,13 +162,34 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	dr := core.DecisionRequest{Subject: sub, Method: method, Path: cleaned, PathFolded: folded, Model: model}
 	dec, err := g.rt.Decide(r, dr)
 	if err != nil {
+		d.end(codeUnavailable)
 		g.unavailable(w, r, err)
 		return nil
 	}
 	if !dec.Allow {
+		d.end(dec.Code)
 		g.refuse(w, r, sub, dec.Code, dec.Reason)
+		g.meterRefusal(sub, model, route, start, http.StatusForbidden)
 		return nil
 	}
+	d.end(metrics.Allowed) // by the policy: a quota refusal is counted as one
+	res, refused := g.reserveQuota(w, r, sub)
+	if refused != 0 {
+		g.meterRefusal(sub, model, route, start, refused)
+		return nil
+	}
+	// Settled with the real count once the answer has ended (a stream
+	// included); until the meter reports one, with the reservation itself.
+	settled := int64(-1)
+	defer func() {
+		if res != nil {
+			n := settled
+			if n < 0 {
+				n = res.Estimate()
+			}
+			g.rt.SettleQuota(res, n)
+		}
+	}()
 
 	assertion, err := g.rt.Assertion(sub)
 	if err != nil {
@@ -167,10 +215,15 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	// once the token is revoked, the session ends or the user loses access.
 	r, done := g.rt.Track(r, dr)
 	defer done()
+	// The answer passes through a tap that meters it (meter.go).
+	tap := g.meter(w, r, dr, route, start)
 	if route != nil && route.Kind == policy.KindListing {
-		return g.filterListing(w, r, dr, next)
+		err = g.filterListing(tap, r, dr, next)
+	} else {
+		err = next(tap, r)
 	}
-	return next(w, r)
+	settled = tap.finish(err).TotalTokens
+	return err
 }
 
 // stripCredentials keeps Gatehouse's own cookies from the upstream; every
@@ -214,10 +267,10 @@ func (g *Guard) refuseUnauthenticated(w http.ResponseWriter, r *http.Request, in
 		return
 	}
 	challenge := `Bearer realm="gatehouse"`
-	code, title := "unauthenticated", "Authentication required"
+	code, title := policy.CodeUnauthenticated, "Authentication required"
 	if invalid {
 		challenge += `, error="invalid_token"`
-		code, title = "invalid_token", "Invalid credentials"
+		code, title = codeInvalidToken, "Invalid credentials"
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	g.problem(w, r, http.StatusUnauthorized, code, title, "sign in or send a valid bearer token")
@@ -265,7 +318,7 @@ func (g *Guard) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 			"Gatehouse cannot check your access right now. Please try again shortly.")
 		return
 	}
-	g.problem(w, r, http.StatusServiceUnavailable, "unavailable", "Service unavailable",
+	g.problem(w, r, http.StatusServiceUnavailable, codeUnavailable, "Service unavailable",
 		"Gatehouse cannot decide on this request right now")
 }
 

@@ -13,14 +13,15 @@ import (
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/modelreq"
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/refusal"
 )
 
 // readModel finds the model a request names where its route says, leaving
-// the body intact for the upstream. It answers the request itself (and
-// returns ok=false) when the body is too large or malformed, when the model is
-// named ambiguously (so the guard and the backend can never disagree on it),
-// or when a route that needs a model names none.
-func (g *Guard) readModel(w http.ResponseWriter, r *http.Request, route *policy.Route, cleaned string) (model string, found, ok bool) {
+// the body intact for the upstream. It returns the problem to answer when the
+// body is too large or malformed, when the model is named ambiguously (so the
+// guard and the backend can never disagree on it), or when a route that
+// needs a model names none.
+func (g *Guard) readModel(r *http.Request, route *policy.Route, cleaned string) (model string, found bool, p *refusal.Problem) {
 	var err error
 	switch route.ModelFrom {
 	case policy.ModelFromBody:
@@ -36,28 +37,23 @@ func (g *Guard) readModel(w http.ResponseWriter, r *http.Request, route *policy.
 	keys := `"` + strings.Join(route.ModelKeys, `" or "`) + `"`
 	switch {
 	case errors.Is(err, modelreq.ErrBodyTooLarge):
-		g.problem(w, r, http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
+		return "", false, refusal.New(http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large",
 			fmt.Sprintf("model requests are limited to %d bytes", g.maxBody))
-		return "", false, false
 	case errors.Is(err, modelreq.ErrAmbiguousModel):
-		g.problem(w, r, http.StatusBadRequest, "ambiguous_model", "Ambiguous model",
+		return "", false, refusal.New(http.StatusBadRequest, "ambiguous_model", "Ambiguous model",
 			fmt.Sprintf("the request must name the model once, as a string in %s (keys compared case-insensitively)", keys))
-		return "", false, false
 	case errors.Is(err, modelreq.ErrInvalidForm):
-		g.problem(w, r, http.StatusBadRequest, "invalid_request", "Invalid request", err.Error())
-		return "", false, false
+		return "", false, refusal.New(http.StatusBadRequest, "invalid_request", "Invalid request", err.Error())
 	case err != nil:
-		g.problem(w, r, http.StatusBadRequest, "invalid_json", "Invalid JSON", "a model request's body must be one JSON object")
-		return "", false, false
+		return "", false, refusal.New(http.StatusBadRequest, "invalid_json", "Invalid JSON", "a model request's body must be one JSON object")
 	case (!found || model == "") && !route.ModelOptional:
 		// An empty model is no model: some backends then serve their default.
-		g.problem(w, r, http.StatusBadRequest, "model_required", "Model required",
+		return "", false, refusal.New(http.StatusBadRequest, "model_required", "Model required",
 			fmt.Sprintf("the request must name a model in %s", keys))
-		return "", false, false
 	case found && model == "":
 		found = false
 	}
-	return model, found, true
+	return model, found, nil
 }
 
 // filterListing passes a model listing through, keeping only the models the

@@ -132,6 +132,13 @@ func (s *Sessions) Alive(ctx context.Context, id string, fresh bool) (bool, erro
 	return now.Before(sess.ExpiresAt), nil
 }
 
+// CacheStats counts the session lookups the cache answered (hits) and those
+// that read the store (misses).
+func (s *Sessions) CacheStats() (hits, misses uint64) { return s.cache.Stats() }
+
+// IdleTimeout is how long a session lasts without a request.
+func (s *Sessions) IdleTimeout() time.Duration { return s.cfg.IdleTimeout }
+
 // ForgetAll empties the cache (announcements of ended sessions may have been lost).
 func (s *Sessions) ForgetAll() { s.cache.Purge() }
 

@@ -125,13 +125,15 @@ func restoreBody(r *http.Request, body []byte) {
 }
 
 // bodyReader is a ReadCloser over a byte slice in a single allocation
-// (io.NopCloser around a *bytes.Reader takes two).
+// (io.NopCloser around a *bytes.Reader takes two). It keeps the slice, so
+// the guard can look at a body it read once more without copying it.
 type bodyReader struct {
 	bytes.Reader
+	body []byte
 }
 
 func newBodyReader(b []byte) *bodyReader {
-	br := &bodyReader{}
+	br := &bodyReader{body: b}
 	br.Reset(b)
 	return br
 }

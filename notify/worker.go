@@ -55,6 +55,7 @@ type Worker struct {
 	pollInterval time.Duration
 	backoffBase  time.Duration
 	backoffCap   time.Duration
+	results      func(channel string, delivered bool) // nil: not counted
 
 	wake chan struct{}
 	// pass serializes DeliverDue so that Run and a direct caller never send
@@ -91,6 +92,11 @@ func WithClock(now func() time.Time) Option {
 			w.now = now
 		}
 	}
+}
+
+// WithResults has every delivery attempt reported to fn (for metrics).
+func WithResults(fn func(channel string, delivered bool)) Option {
+	return func(w *Worker) { w.results = fn }
 }
 
 // WithBackoff sets the first retry delay and the longest one.
@@ -189,6 +195,9 @@ func (w *Worker) DeliverDue(ctx context.Context) (delivered, failed int, err err
 		wg.Go(func() {
 			defer func() { <-sem }()
 			result, markErr := w.deliverOne(ctx, msg)
+			if w.results != nil && result != resultInterrupted {
+				w.results(msg.Channel, result == resultDelivered)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

@@ -18,6 +18,7 @@ type account struct {
 	Tokens         tokenTable
 	Form           tokenForm
 	Lifetimes      []lifetime
+	Usage          *ownUsage
 }
 
 func (p *Pages) account(w http.ResponseWriter, r *http.Request) error {
@@ -40,6 +41,11 @@ func (p *Pages) renderAccount(w http.ResponseWriter, r *http.Request, sub *core.
 		return err
 	}
 	acc.Permissions = perms
+	if p.acts.Allowed(r, sub, routeUsage, nil, nil) {
+		if acc.Usage, err = p.ownUsage(r, sub, time.Now()); err != nil {
+			return err
+		}
+	}
 	// Tokens are managed from a session only, as in the API: a leaked token
 	// must not list or mint others.
 	if acc.ShowTokens = sub.Auth == policy.AuthSession && p.acts.Allowed(r, sub, routeListTokens, nil, nil); acc.ShowTokens {

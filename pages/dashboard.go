@@ -69,6 +69,8 @@ type dashboard struct {
 	Tokens         tokenTable
 	TokenForm      tokenForm
 	Lifetimes      []lifetime
+
+	Usage *usageSection // nil unless the caller may read everyone's usage
 }
 
 type userRow struct {
@@ -217,6 +219,14 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 		if dash.TokenForm.ExpiresIn == "" {
 			dash.TokenForm.ExpiresIn = "90d"
 		}
+	}
+
+	if p.acts.MayReadUsageOfOthers(r, sub, routeUsage) {
+		usage, err := p.usageSection(r, time.Now())
+		if err != nil {
+			return err
+		}
+		dash.Usage = usage
 	}
 	p.render(w, status, "admin", d)
 	return nil

@@ -52,7 +52,7 @@ var templateFuncs = template.FuncMap{
 func init() {
 	for _, name := range []string{"error", "request_access", "admin", "account"} {
 		templates[name] = template.Must(template.New(name).Funcs(templateFuncs).ParseFS(templateFS,
-			"templates/layout.html", "templates/tokens.html", "templates/"+name+".html"))
+			"templates/layout.html", "templates/tokens.html", "templates/usage.html", "templates/"+name+".html"))
 	}
 }
 

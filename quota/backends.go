@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"time"
@@ -66,6 +67,16 @@ func (l *local) adjust(_ context.Context, cs []counter) error {
 		l.m[c.key] = v
 	}
 	return nil
+}
+
+func (l *local) peek(_ context.Context, cs []counter) ([]int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]int64, len(cs))
+	for i, c := range cs {
+		out[i] = l.m[c.key].value
+	}
+	return out, nil
 }
 
 // forgetEnded drops the counters of windows that ended, once a minute.
@@ -155,4 +166,27 @@ func (r *redisBackend) adjust(ctx context.Context, cs []counter) error {
 		args[i] = strconv.FormatInt(c.delta, 10)
 	}
 	return adjustScript.Run(ctx, r.rdb, keys, args...).Err()
+}
+
+func (r *redisBackend) peek(ctx context.Context, cs []counter) ([]int64, error) {
+	keys := make([]string, len(cs))
+	for i, c := range cs {
+		keys[i] = r.keyOf(c)
+	}
+	// One GET per key: with Redis Cluster they may live in several slots.
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Get(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := make([]int64, len(cs))
+	for i, cmd := range cmds {
+		if n, err := cmd.Int64(); err == nil {
+			out[i] = n
+		}
+	}
+	return out, nil
 }

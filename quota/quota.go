@@ -179,6 +179,8 @@ type backend interface {
 	reserve(ctx context.Context, cs []counter) (exceeded int, used int64, remaining []int64, err error)
 	// adjust adds deltas (settlements, releases) without a check.
 	adjust(ctx context.Context, cs []counter) error
+	// peek reads the counters' current values.
+	peek(ctx context.Context, cs []counter) ([]int64, error)
 }
 
 // Reserve reserves one request and estimate tokens in every limited window
@@ -186,24 +188,7 @@ type backend interface {
 // error wrapping ErrUnavailable when the counters cannot be reached.
 func (c *Counters) Reserve(ctx context.Context, buckets []Bucket, estimate int64) (*Reservation, error) {
 	now := c.now()
-	var cs []counter
-	for _, b := range buckets {
-		for _, w := range b.Limits.windows() {
-			if w.limit == 0 {
-				continue
-			}
-			start, end := w.window.bounds(now)
-			delta := estimate
-			if w.window == RequestsMinute || w.window == Concurrent {
-				delta = 1
-			}
-			key := fmt.Sprintf("%s:%d", b.Key, w.window)
-			if w.window != Concurrent {
-				key += fmt.Sprintf(":%d", start.Unix())
-			}
-			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, end: end, win: w.window})
-		}
-	}
+	cs := countersOf(buckets, estimate, now)
 	res := &Reservation{backend: c.backend, counters: cs, estimate: estimate}
 	if len(cs) == 0 {
 		return res, nil
@@ -226,6 +211,61 @@ func (c *Counters) Reserve(ctx context.Context, buckets []Bucket, estimate int64
 		res.Status = append(res.Status, Status{Window: ct.win, Limit: ct.limit, Remaining: max(remaining[j], 0), Reset: ct.end})
 	}
 	return res, nil
+}
+
+// countersOf are the counters of every limited window of the buckets, each
+// with what a request of estimate tokens adds to it.
+func countersOf(buckets []Bucket, estimate int64, now time.Time) []counter {
+	var cs []counter
+	for _, b := range buckets {
+		for _, w := range b.Limits.windows() {
+			if w.limit == 0 {
+				continue
+			}
+			start, end := w.window.bounds(now)
+			delta := estimate
+			if w.window == RequestsMinute || w.window == Concurrent {
+				delta = 1
+			}
+			key := fmt.Sprintf("%s:%d", b.Key, w.window)
+			if w.window != Concurrent {
+				key += fmt.Sprintf(":%d", start.Unix())
+			}
+			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, end: end, win: w.window})
+		}
+	}
+	return cs
+}
+
+// Left is what remains of every limited window of the buckets now: for
+// each window the tightest of the buckets.
+func (c *Counters) Left(ctx context.Context, buckets []Bucket) ([]Status, error) {
+	now := c.now()
+	cs := countersOf(buckets, 0, now)
+	if len(cs) == 0 {
+		return nil, nil
+	}
+	used, err := c.backend.peek(ctx, cs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	byWindow := map[Window]Status{}
+	var order []Window
+	for i, ct := range cs {
+		st := Status{Window: ct.win, Limit: ct.limit, Remaining: max(ct.limit-used[i], 0), Reset: ct.end}
+		prev, seen := byWindow[ct.win]
+		if !seen {
+			order = append(order, ct.win)
+		}
+		if !seen || st.Remaining < prev.Remaining {
+			byWindow[ct.win] = st
+		}
+	}
+	out := make([]Status, 0, len(order))
+	for _, w := range order {
+		out = append(out, byWindow[w])
+	}
+	return out, nil
 }
 
 // Settle replaces the reservation's token estimate by the real count and
@@ -256,3 +296,6 @@ func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 	}
 	return r.backend.adjust(ctx, adj)
 }
+
+// Estimate is the tokens the reservation holds.
+func (r *Reservation) Estimate() int64 { return r.estimate }

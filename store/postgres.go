@@ -77,6 +77,13 @@ func (postgresDialect) skipLocked() string { return " FOR UPDATE SKIP LOCKED" }
 
 func (postgresDialect) forShare() string { return " FOR SHARE" }
 
+func (postgresDialect) timeBucket(column, unit string) string {
+	if unit == "day" {
+		return "to_char(" + column + ` AT TIME ZONE 'UTC', 'YYYY-MM-DD"T00:00:00Z"')`
+	}
+	return "to_char(" + column + ` AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24":00:00Z"')`
+}
+
 func (d postgresDialect) ping(ctx context.Context) error {
 	if err := d.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("ping postgres: %w", err)

@@ -60,6 +60,9 @@ type dialect interface {
 	// skipLocked ends a SELECT of rows to claim: rows another transaction is
 	// claiming are passed over instead of waited for.
 	skipLocked() string
+	// timeBucket is an SQL expression for the start of the "day" or "hour"
+	// of a time column, as RFC 3339 text in UTC.
+	timeBucket(column, unit string) string
 	ping(ctx context.Context) error
 	close() error
 }

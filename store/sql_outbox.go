@@ -95,3 +95,12 @@ func (s *sqlStore) MarkOutboxFailed(ctx context.Context, id string, next time.Ti
 	}
 	return nil
 }
+
+// OutboxBacklog counts the messages not delivered yet.
+func (s *sqlStore) OutboxBacklog(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.queryRow(ctx, `SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count outbox backlog: %w", err)
+	}
+	return n, nil
+}

@@ -79,3 +79,13 @@ func (s *sqlStore) DeleteExpiredSessions(ctx context.Context, now time.Time) (in
 	}
 	return int(n), nil
 }
+
+// CountActiveSessions counts the sessions unexpired at now and seen since seenSince.
+func (s *sqlStore) CountActiveSessions(ctx context.Context, now, seenSince time.Time) (int, error) {
+	var n int
+	if err := s.db.queryRow(ctx, `SELECT COUNT(*) FROM sessions WHERE expires_at > $1 AND last_seen_at >= $2`,
+		s.encodeTime(now), s.encodeTime(seenSince)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count active sessions: %w", err)
+	}
+	return n, nil
+}

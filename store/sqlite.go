@@ -90,6 +90,14 @@ func (sqliteDialect) skipLocked() string { return "" }
 
 func (sqliteDialect) forShare() string { return "" }
 
+// timeBucket cuts the fixed-width text of sqliteTime.
+func (sqliteDialect) timeBucket(column, unit string) string {
+	if unit == "day" {
+		return "substr(" + column + ", 1, 10) || 'T00:00:00Z'"
+	}
+	return "substr(" + column + ", 1, 13) || ':00:00Z'"
+}
+
 func (d sqliteDialect) ping(ctx context.Context) error {
 	if err := d.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping sqlite: %w", err)

@@ -1,8 +1,8 @@
 // Package store keeps Gatehouse's durable state — users, sessions, access
 // requests, audit events, the notification outbox, signing keys, runtime
-// settings and API tokens — behind one interface with several backends
-// (SQLite embedded, PostgreSQL shared). Every backend runs the conformance
-// suite in storetest.
+// settings, API tokens and usage per minute — behind one interface with
+// several backends (SQLite embedded, PostgreSQL shared). Every backend runs
+// the conformance suite in storetest.
 // Everything below the handlers imports it; it imports nothing of Gatehouse.
 package store
 
@@ -243,6 +243,8 @@ type Store interface {
 	DeleteSession(ctx context.Context, id string) error
 	DeleteUserSessions(ctx context.Context, userID string) error
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
+	// CountActiveSessions counts the sessions unexpired at now and seen since seenSince.
+	CountActiveSessions(ctx context.Context, now, seenSince time.Time) (int, error)
 
 	// CreateAccessRequest fails with ErrConflict while the user has a pending one.
 	CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent) (AccessRequest, error)
@@ -266,6 +268,8 @@ type Store interface {
 	ClaimOutbox(ctx context.Context, now time.Time, limit int, lease time.Duration) ([]OutboxMessage, error)
 	MarkOutboxDelivered(ctx context.Context, id string, at time.Time) error
 	MarkOutboxFailed(ctx context.Context, id string, next time.Time, lastErr string) error
+	// OutboxBacklog counts the messages not delivered yet.
+	OutboxBacklog(ctx context.Context) (int, error)
 
 	// PutSigningKey stores a new key; ErrConflict when its ID exists.
 	PutSigningKey(ctx context.Context, k SigningKey) error
@@ -292,6 +296,7 @@ type Store interface {
 	PutSettingIf(ctx context.Context, key string, expected, value []byte) error
 
 	TokenStore
+	UsageStore
 }
 
 // TokenStore keeps API token metadata; it is part of Store, and DeleteUser

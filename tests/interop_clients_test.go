@@ -59,6 +59,7 @@ func TestInteropOfficialSDKs(t *testing.T) {
 		openai("models", "models.list", laptop, ""),
 		openai("chat", "chat", laptop, "llama3"),
 		openai("stream", "chat.stream", laptop, "llama3.1:8b"),
+		openai("stream usage", "chat.stream_usage", laptop, "llama3"),
 		openai("embeddings", "embeddings", laptop, "llama3"),
 		openai("disallowed", "chat", laptop, "gpt-4o"),
 		openai("revoked", "chat", revoked["token"].(string), "llama3"),
@@ -100,10 +101,25 @@ func TestInteropOfficialSDKs(t *testing.T) {
 			t.Errorf("chat = %q from %q, want %q from llama3", r.Content, r.Model, reply)
 		}
 	})
+	// The stand-in sends a role chunk, one per word and a finish chunk, and
+	// the usage chunk only when asked for it.
+	backendChunks := len(strings.SplitAfter(reply, " ")) + 2
 	t.Run("openai streaming chat arrives in chunks", func(t *testing.T) {
 		r := ok(t, "stream")
 		if r.Content != reply || len(r.Deltas) < 3 {
 			t.Errorf("stream = %q in %d chunks, want %q in several", r.Content, len(r.Deltas), reply)
+		}
+	})
+	t.Run("openai streaming chat shows exactly the chunks asked for, without the usage Gatehouse metered", func(t *testing.T) {
+		if r := ok(t, "stream"); r.Chunks != backendChunks || r.Usage != nil {
+			t.Errorf("the SDK yielded %d chunks (usage %+v), want the backend's %d and no usage", r.Chunks, r.Usage, backendChunks)
+		}
+	})
+	t.Run("openai streaming chat with include_usage shows the usage chunk", func(t *testing.T) {
+		r := ok(t, "stream usage")
+		want := sdkUsage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}
+		if r.Content != reply || r.Chunks != backendChunks+1 || r.Usage == nil || *r.Usage != want {
+			t.Errorf("the SDK yielded %q in %d chunks with usage %+v, want %q in %d with %+v", r.Content, r.Chunks, r.Usage, reply, backendChunks+1, want)
 		}
 	})
 	t.Run("openai embeddings decode to the backend's vector", func(t *testing.T) {

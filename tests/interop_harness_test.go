@@ -124,7 +124,9 @@ type clientResult struct {
 	Names     []string  `json:"names"`     // ollama list
 	Model     string    `json:"model"`     // chat, embeddings
 	Content   string    `json:"content"`   // chat
-	Deltas    []string  `json:"deltas"`    // openai chat.stream
+	Deltas    []string  `json:"deltas"`    // openai chat.stream, chat.stream_usage
+	Chunks    int       `json:"chunks"`    // openai chat.stream, chat.stream_usage: every chunk the SDK yielded
+	Usage     *sdkUsage `json:"usage"`     // openai chat.stream, chat.stream_usage: a chunk's usage
 	Embedding []float64 `json:"embedding"` // openai embeddings
 
 	Name    string          `json:"name"`   // the error's class
@@ -134,6 +136,18 @@ type clientResult struct {
 	Param   string          `json:"param"`
 	Message string          `json:"message"`
 	Error   json.RawMessage `json:"error"` // openai: the error object; ollama: the message
+}
+
+// sdkUsage is OpenAI's usage object as the SDK hands it over.
+type sdkUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// streamOptions is what a streaming chat request asks of the stream.
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
 }
 
 // runClients makes every call in one Node process and returns the results by id.
@@ -294,9 +308,10 @@ var backendEmbedding = []float32{0.25, -0.5, 1, 0.125}
 
 func serveModelBackend(w http.ResponseWriter, r *http.Request) {
 	var body struct {
-		Model          string `json:"model"`
-		Stream         *bool  `json:"stream"`
-		EncodingFormat string `json:"encoding_format"`
+		Model          string         `json:"model"`
+		Stream         *bool          `json:"stream"`
+		StreamOptions  *streamOptions `json:"stream_options"`
+		EncodingFormat string         `json:"encoding_format"`
 		Messages       []struct {
 			Content string `json:"content"`
 		} `json:"messages"`
@@ -357,6 +372,14 @@ func serveModelBackend(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		chunk(map[string]any{}, "stop")
+		if body.StreamOptions != nil && body.StreamOptions.IncludeUsage {
+			// As OpenAI does: one more chunk, with no choices.
+			data, _ := json.Marshal(map[string]any{
+				"id": "chatcmpl-standin", "object": "chat.completion.chunk", "created": created, "model": body.Model,
+				"choices": []any{}, "usage": map[string]int{"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+			})
+			fmt.Fprintf(w, "data: %s\n\n", data)
+		}
 		fmt.Fprint(w, "data: [DONE]\n\n")
 		flusher.Flush()
 	case "POST /v1/embeddings":

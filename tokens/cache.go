@@ -63,6 +63,15 @@ func (c *cache) forget(jti string) { c.entries.RemoveGroup(jti) }
 
 func (c *cache) purge() { c.entries.Purge() }
 
+// CacheStats counts the lookups of verified tokens that the cache answered
+// (hits) and that needed a signature check (misses).
+func (v *Verifier) CacheStats() (hits, misses uint64) {
+	if v.cache == nil {
+		return 0, 0
+	}
+	return v.cache.entries.Stats()
+}
+
 // len counts the cached tokens, for tests.
 func (c *cache) len() int { return c.entries.Len() }
 

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // TokenType is the typ header of an API token (RFC 9068). It keeps other JWTs
@@ -37,7 +39,10 @@ type Claims struct {
 	ID, Subject, Kind, Role, Email, Name, ClientID string
 	Scope                                          []string // from the space-separated "scope" claim
 	Models                                         []string // nil when the claim is absent (= every model the role may use)
-	IssuedAt, NotBefore, ExpiresAt                 time.Time
+	// Limits are the token's own quotas (the "limits" claim), nil when it
+	// has none; the role's apply as well.
+	Limits                         *quota.Limits
+	IssuedAt, NotBefore, ExpiresAt time.Time
 }
 
 // Signer signs a claims set as a compact JWS whose protected header holds
@@ -49,7 +54,8 @@ type Signer interface {
 // Mint builds and signs an API token: header {"alg","typ":"at+jwt","kid"},
 // claims iss, sub, aud (DefaultAudience then audiences), iat, nbf (= iat),
 // exp, jti and client_id (both c.ID), token_kind, role, scope (space-separated,
-// RFC 9068), models (omitted when nil), email and name (omitted when empty).
+// RFC 9068), models (omitted when nil), limits (omitted when none), email and
+// name (omitted when empty).
 // c.NotBefore and c.ClientID are ignored; times are truncated to seconds.
 // Mint refuses claims that Verify would refuse, so that a minted token works.
 func Mint(s Signer, issuer string, audiences []string, c Claims) (string, error) {
@@ -79,6 +85,9 @@ func Mint(s Signer, issuer string, audiences []string, c Claims) (string, error)
 	}
 	if c.Models != nil {
 		claims["models"] = c.Models
+	}
+	if c.Limits != nil && !c.Limits.IsZero() {
+		claims["limits"] = c.Limits
 	}
 	if c.Email != "" {
 		claims["email"] = c.Email

@@ -13,6 +13,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // ErrInvalidToken is wrapped by every refusal of Verify. The wrapping error
@@ -302,6 +304,7 @@ type tokenPayload struct {
 	Role      string          `json:"role"`
 	Scope     json.RawMessage `json:"scope"`
 	Models    json.RawMessage `json:"models"`
+	Limits    *quota.Limits   `json:"limits"`
 	Email     string          `json:"email"`
 	Name      string          `json:"name"`
 }
@@ -361,6 +364,14 @@ func (v *Verifier) checkClaims(payload []byte, now time.Time) (Claims, error) {
 			return Claims{}, refusal("models is not an array of strings")
 		}
 		c.Models = slices.Clip(c.Models)
+	}
+	if p.Limits != nil {
+		if err := p.Limits.Validate(); err != nil {
+			return Claims{}, refusal("limits: " + err.Error())
+		}
+		if !p.Limits.IsZero() {
+			c.Limits = p.Limits
+		}
 	}
 	return c, nil
 }

@@ -36,9 +36,11 @@ type Cache[K comparable, V any] struct {
 }
 
 type shard[K comparable, V any] struct {
-	mu      sync.RWMutex
-	entries map[uint64]*entry[K, V] // by the key's hash
-	groups  map[string]*entry[K, V] // first entry of each group; nil without groups
+	mu sync.RWMutex
+	// hits and misses sit beside the lock, on the line a read writes anyway.
+	hits, misses atomic.Uint64
+	entries      map[uint64]*entry[K, V] // by the key's hash
+	groups       map[string]*entry[K, V] // first entry of each group; nil without groups
 	// recent is the sentinel of a ring of the entries, newest first:
 	// recent.next is the newest, recent.prev the next to come up for eviction.
 	recent entry[K, V]
@@ -105,11 +107,13 @@ func (c *Cache[K, V]) locate(key K) (*shard[K, V], uint64) {
 
 // Get returns the value stored under key if it has not expired at now.
 func (c *Cache[K, V]) Get(key K, now time.Time) (V, bool) {
-	e := c.find(key)
+	s, e := c.find(key)
 	if e == nil || !e.liveAt(now) {
+		s.misses.Add(1)
 		var zero V
 		return zero, false
 	}
+	s.hits.Add(1)
 	return e.value, true
 }
 
@@ -117,26 +121,28 @@ func (c *Cache[K, V]) Get(key K, now time.Time) (V, bool) {
 // caller that judges the value itself (the verifier refuses an expired token
 // from its entry, without checking its signature again).
 func (c *Cache[K, V]) Peek(key K) (V, bool) {
-	e := c.find(key)
+	s, e := c.find(key)
 	if e == nil {
+		s.misses.Add(1)
 		var zero V
 		return zero, false
 	}
+	s.hits.Add(1)
 	return e.value, true
 }
 
-func (c *Cache[K, V]) find(key K) *entry[K, V] {
+func (c *Cache[K, V]) find(key K) (*shard[K, V], *entry[K, V]) {
 	s, h := c.locate(key)
 	s.mu.RLock()
 	e := s.entries[h]
 	s.mu.RUnlock()
 	if e == nil || e.key != key {
-		return nil
+		return s, nil
 	}
 	if !e.used.Load() { // a store only on the first read since eviction last looked
 		e.used.Store(true)
 	}
-	return e
+	return s, e
 }
 
 // Put stores value under key until expires (zero: until evicted); now is
@@ -273,6 +279,16 @@ func (c *Cache[K, V]) Purge() {
 		s.reset(c.group != nil)
 		s.mu.Unlock()
 	}
+}
+
+// Stats counts the reads of Get and Peek so far that found a value (hits)
+// and that did not (misses).
+func (c *Cache[K, V]) Stats() (hits, misses uint64) {
+	for i := range c.shards {
+		hits += c.shards[i].hits.Load()
+		misses += c.shards[i].misses.Load()
+	}
+	return hits, misses
 }
 
 // Len counts the values stored, expired or not.

@@ -224,3 +224,18 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestStatsCountHitsAndMisses(t *testing.T) {
+	c := New[string, int](1000, nil)
+	now := time.Now()
+	c.Put("live", 1, now.Add(time.Minute), now)
+	c.Put("expired", 2, now.Add(-time.Second), now)
+	c.Get("live", now)    // hit
+	c.Get("expired", now) // miss: expired
+	c.Get("absent", now)  // miss
+	c.Peek("expired")     // hit: Peek serves expired entries
+	c.Peek("absent")      // miss
+	if hits, misses := c.Stats(); hits != 2 || misses != 3 {
+		t.Fatalf("Stats = %d hits, %d misses; want 2, 3", hits, misses)
+	}
+}

@@ -213,6 +213,27 @@ test_tokens_for_another_user_need_tokens_user if {
 	outcome(on("DELETE /api/tokens/{id}", person("manager", "active"), tgt("manager"), null)) == deny("forbidden")
 }
 
+# Usage: one's own for anyone active; another user's, or everyone's (a target
+# without an ID or a role), needs users:activity and the usual rank.
+everyone := {"id": "", "role": "", "status": ""}
+
+test_own_usage_for_anyone_active if {
+	outcome(on("GET /api/usage", person("user", "active"), null, null)) == allowed
+	outcome(on("GET /api/usage/limits", person("user", "active"), null, null)) == allowed
+	outcome(on("GET /api/usage", bearer("user", ["models:use"], []), null, null)) == allowed
+	outcome(on("GET /api/usage", person("user", "pending"), null, null)) == deny("access_required")
+}
+
+test_usage_of_others_needs_users_activity if {
+	outcome(on("GET /api/usage", person("user", "active"), tgt("user"), null)) == deny("forbidden")
+	outcome(on("GET /api/usage", person("user", "active"), everyone, null)) == deny("forbidden")
+	outcome(on("GET /api/usage", person("manager", "active"), tgt("user"), null)) == allowed
+	outcome(on("GET /api/usage", person("manager", "active"), everyone, null)) == allowed
+	outcome(on("GET /api/usage", person("manager", "active"), tgt("admin"), null)) == deny("forbidden")
+	outcome(on("GET /api/usage", bearer("manager", ["models:use"], []), everyone, null)) == deny("forbidden")
+	outcome(on("GET /api/usage", person("admin", "active"), tgt("admin"), null)) == allowed
+}
+
 # --- models --------------------------------------------------------------------
 
 test_any_model_without_globs if {

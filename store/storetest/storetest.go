@@ -75,6 +75,14 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokeSystemTokensOf", testRevokeSystemTokensOf},
 		{"CreateTokenRacesDeleteUser", testCreateTokenRacesDeleteUser},
 		{"TokenTimesAreUTC", testTokenTimesUTC},
+		{"UsageGroups", testUsageGroups},
+		{"UsageTiesOrderedByKey", testUsageTiesOrderedByKey},
+		{"UsageFilters", testUsageFilters},
+		{"UsageTimeBounds", testUsageTimeBounds},
+		{"AddUsageAddsToItsMinute", testAddUsageAddsToItsMinute},
+		{"ConcurrentAddUsage", testConcurrentAddUsage},
+		{"DeleteUsageBefore", testDeleteUsageBefore},
+		{"QueryUsageUnknownGroup", testQueryUsageUnknownGroup},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -596,6 +604,17 @@ func testDeleteExpiredSessions(t *testing.T, s store.Store) {
 		sess.ExpiresAt = at(exp)
 		noErr(t, "CreateSession", s.CreateSession(t.Context(), sess))
 	}
+	active := func(now, seenSince time.Time) int {
+		n, err := s.CountActiveSessions(t.Context(), now, seenSince)
+		noErr(t, "CountActiveSessions", err)
+		return n
+	}
+	if n := active(at(30*time.Minute), t0); n != 2 {
+		t.Fatalf("CountActiveSessions = %d, want 2 (not the expired one)", n)
+	}
+	if n := active(at(30*time.Minute), at(time.Second)); n != 0 {
+		t.Fatalf("CountActiveSessions seen since +1s = %d, want 0 (idle sessions are not active)", n)
+	}
 	n, err := s.DeleteExpiredSessions(t.Context(), at(time.Hour))
 	noErr(t, "DeleteExpiredSessions", err)
 	if n != 2 {
@@ -982,9 +1001,20 @@ func testOutbox(t *testing.T, s store.Store) {
 		t.Fatalf("retried message = %+v, want 2 attempts, last error timeout, next at +20m", due[0])
 	}
 
+	backlog := func() int {
+		n, err := s.OutboxBacklog(t.Context())
+		noErr(t, "OutboxBacklog", err)
+		return n
+	}
+	if n := backlog(); n != 3 {
+		t.Fatalf("OutboxBacklog = %d, want 3 (failed and later messages count)", n)
+	}
 	noErr(t, "MarkOutboxDelivered", s.MarkOutboxDelivered(t.Context(), "second", at(time.Minute)))
 	if got := ids(at(2*time.Hour), 10); !reflect.DeepEqual(got, []string{"later", "first"}) {
 		t.Fatalf("due after delivery = %v, want [later first]", got)
+	}
+	if n := backlog(); n != 2 {
+		t.Fatalf("OutboxBacklog after a delivery = %d, want 2", n)
 	}
 	wantErr(t, "MarkOutboxDelivered unknown", s.MarkOutboxDelivered(t.Context(), "missing", t0), store.ErrNotFound)
 	wantErr(t, "MarkOutboxFailed unknown", s.MarkOutboxFailed(t.Context(), "missing", t0, "x"), store.ErrNotFound)

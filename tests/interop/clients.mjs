@@ -5,7 +5,8 @@
 //
 // Input (stdin, JSON): {"calls": [{"id", "sdk": "openai"|"ollama", "op",
 // "base_url", "token", "model", "input"}]}
-//   openai ops: models.list, chat, chat.stream, embeddings
+//   openai ops: models.list, chat, chat.stream, chat.stream_usage (asks for
+//   stream_options.include_usage), embeddings
 //   ollama ops: chat, list
 // Output (stdout, JSON): {"<id>": {"ok": true, ...result} |
 //   {"ok": false, "name", "status", "code", "type", "param", "message", "error"}}
@@ -35,21 +36,30 @@ const openaiOps = {
     const completion = await client.chat.completions.create({ model: call.model, messages: messages(call) });
     return { model: completion.model, content: completion.choices[0].message.content };
   },
-  async 'chat.stream'(client, call) {
-    const stream = await client.chat.completions.create({ model: call.model, messages: messages(call), stream: true });
-    const deltas = [];
-    for await (const chunk of stream) {
-      const delta = chunk.choices[0]?.delta?.content;
-      if (delta) deltas.push(delta);
-    }
-    return { deltas, content: deltas.join('') };
-  },
+  'chat.stream': (client, call) => streamChat(client, call, {}),
+  'chat.stream_usage': (client, call) => streamChat(client, call, { stream_options: { include_usage: true } }),
   async embeddings(client, call) {
     // The SDK asks for base64 and decodes it, as it does against OpenAI.
     const res = await client.embeddings.create({ model: call.model, input: call.input ?? 'hello' });
     return { model: res.model, embedding: res.data[0].embedding };
   },
 };
+
+// streamChat counts every chunk the SDK yields and keeps the last usage one
+// carries, so the test sees exactly the chunks the client got.
+async function streamChat(client, call, extra) {
+  const stream = await client.chat.completions.create({ model: call.model, messages: messages(call), stream: true, ...extra });
+  const deltas = [];
+  let chunks = 0;
+  let usage = null;
+  for await (const chunk of stream) {
+    chunks++;
+    if (chunk.usage) usage = chunk.usage;
+    const delta = chunk.choices[0]?.delta?.content;
+    if (delta) deltas.push(delta);
+  }
+  return { deltas, content: deltas.join(''), chunks, usage };
+}
 
 const ollamaOps = {
   async chat(client, call) {

@@ -1,0 +1,111 @@
+package guard
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/quota"
+	"github.com/gatehouse/gatehouse/refusal"
+)
+
+// defaultCompletionEstimate is what a request reserves for its answer when
+// it sets no max_tokens (or max_completion_tokens, max_output_tokens,
+// Ollama's options.num_predict).
+const defaultCompletionEstimate = 256
+
+// reserveQuota reserves the request against the caller's limits before it
+// goes on (spec §8). On refusal it answers — 429 with Retry-After, the
+// x-ratelimit-* headers and the OpenAI error type — and returns ok=false.
+// A nil reservation with ok means the caller has no limits; refused is the
+// status it answered with.
+func (g *Guard) reserveQuota(w http.ResponseWriter, r *http.Request, sub *core.Subject) (res *quota.Reservation, refused int) {
+	if !g.rt.HasLimits(sub) {
+		return nil, 0
+	}
+	var ex *quota.Exceeded
+	var err error
+	res, ex, err = g.rt.ReserveQuota(r.Context(), sub, estimateTokens(r))
+	if err != nil {
+		if ex != nil {
+			setRateLimitHeaders(w.Header(), []quota.Status{{Window: ex.Window, Limit: ex.Limit, Remaining: 0, Reset: ex.Reset}})
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(ex.Reset).Seconds()+0.999))))
+			g.rt.AuditDenial(r, sub, refusal.As(err).Code, err.Error())
+		}
+		if p := refusal.As(err); p != nil {
+			g.answer(w, r, p)
+			return nil, p.Status
+		}
+		g.unavailable(w, r, err)
+		return nil, http.StatusServiceUnavailable
+	}
+	if res != nil {
+		setRateLimitHeaders(w.Header(), res.Status)
+	}
+	return res, 0
+}
+
+// estimateTokens is a request's reservation: its prompt at about four bytes
+// a token, and the answer it may ask for.
+func estimateTokens(r *http.Request) int64 {
+	var body []byte
+	if r.GetBody != nil {
+		if rc, err := r.GetBody(); err == nil {
+			body, _ = io.ReadAll(rc)
+			rc.Close()
+		}
+	}
+	completion := int64(defaultCompletionEstimate)
+	var asks struct {
+		MaxTokens           *int64 `json:"max_tokens"`
+		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
+		MaxOutputTokens     *int64 `json:"max_output_tokens"`
+		Options             struct {
+			NumPredict *int64 `json:"num_predict"`
+		} `json:"options"`
+	}
+	if len(body) > 0 && json.Unmarshal(body, &asks) == nil {
+		for _, v := range []*int64{asks.MaxTokens, asks.MaxCompletionTokens, asks.MaxOutputTokens, asks.Options.NumPredict} {
+			if v != nil && *v > 0 {
+				completion = *v
+				break
+			}
+		}
+	}
+	return int64(len(body)+3)/4 + completion
+}
+
+// setRateLimitHeaders sets OpenAI's x-ratelimit-* headers from the tightest
+// request and token windows.
+func setRateLimitHeaders(h http.Header, status []quota.Status) {
+	var requests, tokens *quota.Status
+	for i := range status {
+		s := &status[i]
+		switch {
+		case s.Window == quota.RequestsMinute:
+			requests = s
+		case s.Window != quota.Concurrent && (tokens == nil || s.Remaining < tokens.Remaining):
+			tokens = s
+		}
+	}
+	for suffix, s := range map[string]*quota.Status{"requests": requests, "tokens": tokens} {
+		if s == nil {
+			continue
+		}
+		h.Set("X-Ratelimit-Limit-"+suffix, strconv.FormatInt(s.Limit, 10))
+		h.Set("X-Ratelimit-Remaining-"+suffix, strconv.FormatInt(s.Remaining, 10))
+		h.Set("X-Ratelimit-Reset-"+suffix, resetIn(s.Reset))
+	}
+}
+
+// resetIn is OpenAI's reset format: a duration such as "6m0s" or "1s".
+func resetIn(t time.Time) string {
+	d := time.Until(t).Round(time.Second)
+	if d < time.Second {
+		d = time.Second
+	}
+	return d.String()
+}
