@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -227,10 +228,12 @@ func countersOf(buckets []Bucket, estimate int64, now time.Time) []counter {
 			if w.window == RequestsMinute || w.window == Concurrent {
 				delta = 1
 			}
-			key := fmt.Sprintf("%s:%d", b.Key, w.window)
+			k := make([]byte, 0, len(b.Key)+16)
+			k = strconv.AppendInt(append(append(k, b.Key...), ':'), int64(w.window), 10)
 			if w.window != Concurrent {
-				key += fmt.Sprintf(":%d", start.Unix())
+				k = strconv.AppendInt(append(k, ':'), start.Unix(), 10)
 			}
+			key := string(k)
 			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, end: end, win: w.window})
 		}
 	}
