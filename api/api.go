@@ -61,6 +61,7 @@ func New(rt *core.Runtime, pages Pages) *API {
 		{"GET /api/users/{id}", a.getUser},
 		{"PUT /api/users/{id}/role", a.setRole},
 		{"PUT /api/users/{id}/status", a.setStatus},
+		{"PUT /api/users/{id}/limits", a.setLimits},
 		{"DELETE /api/users/{id}", a.deleteUser},
 		{"GET /api/users/{id}/activity", a.userActivity},
 		{"GET /api/audit", a.audit},

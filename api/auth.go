@@ -73,6 +73,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	state := q.Get("state")
 	fail := func(p *refusal.Problem, cause error) error {
 		a.rt.Metrics().Login(p.Code)
+		a.rt.LoginFailed(r)
 		a.rt.Audit(r.Context(), r, core.AuditEvent{Type: "login.failed", Detail: map[string]any{"code": p.Code, "error": errString(cause)}})
 		if state != "" {
 			// Only this flow's state: another tab's sign-in goes on.
@@ -131,6 +132,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 		return err
 	}
 	a.rt.Metrics().Login(metrics.LoginOK)
+	a.rt.LoginSucceeded(r)
 	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
 		Detail: map[string]any{"status": user.Status, "role": user.Role}})
 	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure, state))

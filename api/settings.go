@@ -34,7 +34,8 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 			"send If-Match with the ETag of GET /api/settings, so a concurrent change is not overwritten")
 	}
 	var in struct {
-		Roles *map[string]core.RoleSetting `json:"roles"`
+		Roles     *map[string]core.RoleSetting `json:"roles"`
+		Anomalies *core.AnomalySettings        `json:"anomalies"`
 	}
 	if err := decodeJSON(w, r, &in, false); err != nil {
 		return err
@@ -42,7 +43,7 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 	if in.Roles == nil || *in.Roles == nil {
 		return refusal.Validation(`the body must be an object with "roles" (an object of roles; {} removes every custom role)`)
 	}
-	s := core.Settings{Roles: *in.Roles}
+	s := core.Settings{Roles: *in.Roles, Anomalies: in.Anomalies}
 	version, err := a.acts.ReplaceSettings(r, route, s, unquoteETag(ifMatch))
 	return writeSettings(w, s, version, err)
 }

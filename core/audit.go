@@ -95,6 +95,7 @@ func (rt *Runtime) AuditDenial(r *http.Request, s *Subject, code, reason string)
 	ev := rt.StoreEvent(r, AuditEvent{Type: "policy.denied", ActorID: s.User.ID,
 		Detail: map[string]any{"code": code, "reason": reason, "method": r.Method, "path": path}})
 	rt.LogEvent(ev)
+	rt.anomalies.refusal(s.User.ID)
 	if !rt.denials.first(denialKey{s.User.ID, code, r.Method, path}, ev.Time) {
 		return
 	}

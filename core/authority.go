@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/notify"
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -37,6 +38,25 @@ func (rt *Runtime) SetUserRole(ctx context.Context, r *http.Request, actor *Subj
 	}
 	rt.LogEvent(audit)
 	rt.userChanged(ctx, &u, target.ID, actor.User.ID)
+	return u, nil
+}
+
+// SetUserLimits sets a user's own quotas (zero limits clear them), which
+// narrow their role's. Nothing but the user's record changes, so only the
+// users cache of every instance forgets it; no revocation follows.
+func (rt *Runtime) SetUserLimits(ctx context.Context, r *http.Request, actor *Subject, target store.User, limits quota.Limits) (store.User, error) {
+	var from quota.Limits
+	if target.Limits != nil {
+		from = *target.Limits
+	}
+	audit := rt.StoreEvent(r, AuditEvent{Type: "user.limits_changed", ActorID: actor.User.ID, TargetID: target.ID,
+		Detail: map[string]any{"from": from, "to": limits}})
+	u, err := rt.Store.SetUserLimits(ctx, target.ID, &limits, audit)
+	if err != nil {
+		return store.User{}, err
+	}
+	rt.LogEvent(audit)
+	rt.InvalidateUser(target.ID)
 	return u, nil
 }
 

@@ -48,6 +48,7 @@ func (rt *Runtime) identifyBearer(ctx context.Context, header string) (*Subject,
 	bs := &bearerSubject{tok: TokenInfo{ID: claims.ID, Kind: claims.Kind, Scope: claims.Scope, Models: claims.Models, Limits: claims.Limits}}
 	bs.Auth, bs.Token = "token", &bs.tok
 	rt.usage.mark(claims.ID, now)
+	rt.anomalies.tokenUse(claims.Subject, claims.ID, clientIPOf(ctx))
 
 	if claims.Kind == store.TokenSystem {
 		// A system token acts for the system, not for a person: its role is

@@ -65,6 +65,9 @@ type meter struct {
 func (rt *Runtime) Meter(u Usage) {
 	if !u.Denied {
 		rt.metrics.TokensMetered(u.Model, u.PromptTokens, u.CompletionTokens)
+		if u.Status < 400 {
+			rt.anomalies.modelUse(u.UserID, u.Model)
+		}
 	}
 	m := &rt.meter
 	m.mu.Lock()

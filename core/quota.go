@@ -12,6 +12,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/refusal"
+	"github.com/gatehouse/gatehouse/store"
 )
 
 // quotas are the runtime's counters and the limits the settings give roles.
@@ -49,11 +50,22 @@ func (rt *Runtime) RoleLimits(role string) quota.Limits {
 	return quota.Limits{}
 }
 
+// UserLimits are the quotas of u: their role's narrowed by their own (zero:
+// none).
+func (rt *Runtime) UserLimits(u store.User) quota.Limits {
+	limits := rt.RoleLimits(u.Role)
+	if u.Limits != nil {
+		limits = limits.Narrow(*u.Limits)
+	}
+	return limits
+}
+
 // buckets are the counters a request of s counts against: the user's, with
-// their role's limits, and a token's own, with the limits it carries.
+// their role's limits narrowed by their own, and a token's own, with the
+// limits it carries.
 func (rt *Runtime) buckets(s *Subject) []quota.Bucket {
 	var out []quota.Bucket
-	if limits := rt.RoleLimits(s.User.Role); !limits.IsZero() {
+	if limits := rt.UserLimits(s.User); !limits.IsZero() {
 		out = append(out, quota.Bucket{Key: "user:" + s.User.ID, Limits: limits})
 	}
 	if s.Token != nil && s.Token.Limits != nil {
@@ -110,7 +122,7 @@ func QuotaProblem(ex *quota.Exceeded) *refusal.Problem {
 // HasLimits reports whether any limit applies to s: the guard pays for a
 // reservation only then.
 func (rt *Runtime) HasLimits(s *Subject) bool {
-	if s.Token != nil && s.Token.Limits != nil {
+	if s.Token != nil && s.Token.Limits != nil || s.User.Limits != nil && !s.User.Limits.IsZero() {
 		return true
 	}
 	m := rt.quotas.roles.Load()

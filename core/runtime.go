@@ -66,6 +66,7 @@ type Runtime struct {
 	usage           tokenUsage
 	decisions       decisionCache
 	denials         denialThrottle
+	anomalies       *anomalies
 	policyPaths     []string
 	policyMu        sync.Mutex    // one policy build and switch at a time: settings, routes, files
 	policyFiles     *policy.Files // the files the current policy was built from (policyMu)
@@ -117,6 +118,7 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 		users:           newUserCache(),
 		decisions:       newDecisionCache(),
 		denials:         newDenialThrottle(),
+		anomalies:       newAnomalies(),
 		assertions:      newAssertionCache(),
 	}
 	for _, e := range o.BootstrapAdmins {
@@ -407,6 +409,7 @@ func (rt *Runtime) Start(ctx context.Context) {
 	}
 	run(rt.notifier.Run)
 	run(rt.watchInflight)
+	run(rt.reportAnomalies)
 	// What other instances change is re-read from the store: as a backstop
 	// while Redis announces changes, often enough that they cross over within
 	// a second otherwise (see fanout.go).

@@ -31,6 +31,8 @@ type Settings struct {
 	// Roles adds permission sets (roles) to the policy data, or restricts the
 	// models of a built-in role. Built-in roles keep their rank and permissions.
 	Roles map[string]RoleSetting `json:"roles"`
+	// Anomalies are the thresholds of the security events (anomaly.go).
+	Anomalies *AnomalySettings `json:"anomalies,omitempty"`
 }
 
 // RoleSetting is one role of the settings.
@@ -332,6 +334,9 @@ func (rt *Runtime) compilePolicy(ctx context.Context, files *policy.Files, s Set
 }
 
 func validateSettings(s Settings) error {
+	if err := s.Anomalies.Validate(); err != nil {
+		return err
+	}
 	names := make([]string, 0, len(s.Roles))
 	for name := range s.Roles {
 		names = append(names, name)
@@ -458,6 +463,7 @@ func (rt *Runtime) loadPolicy(ctx context.Context) error {
 func (rt *Runtime) switchPolicy(engine *policy.Engine, s Settings) {
 	rt.policySettings = s
 	rt.quotas.setRoleLimits(s)
+	rt.anomalies.configure(s.Anomalies)
 	rt.policy.Store(engine)
 }
 

@@ -34,7 +34,8 @@ type NewToken struct {
 	ExpiresIn   time.Duration
 	Allowed     []string // the ceiling: permissions may only narrow it
 	Role        string   // the role written into the token
-	// Limits are the token's own quotas: never wider than the role's.
+	// Limits are the token's own quotas: never wider than the role's
+	// narrowed by the subject user's own.
 	Limits *quota.Limits
 }
 
@@ -61,8 +62,12 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 		if err := nt.Limits.Validate(); err != nil {
 			return "", store.APIToken{}, fmt.Errorf("%w: limits: %v", ErrTokenRequest, err)
 		}
-		if role := rt.RoleLimits(nt.Role); !nt.Limits.Within(role) {
-			return "", store.APIToken{}, fmt.Errorf("%w: limits must not be wider than the %s role's (%s)", ErrTokenRequest, nt.Role, describeLimits(role))
+		bound, whose := rt.RoleLimits(nt.Role), "the "+nt.Role+" role's"
+		if nt.Subject != nil && nt.Subject.Limits != nil && !nt.Subject.Limits.IsZero() {
+			bound, whose = bound.Narrow(*nt.Subject.Limits), "the user's (their own and the "+nt.Role+" role's)"
+		}
+		if !nt.Limits.Within(bound) {
+			return "", store.APIToken{}, fmt.Errorf("%w: limits must not be wider than %s (%s)", ErrTokenRequest, whose, describeLimits(bound))
 		}
 	}
 	maxLife := rt.tokenLifetimes[nt.Kind]

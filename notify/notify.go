@@ -4,7 +4,8 @@
 // and SMTP email — retrying with back-off, so a crash between the decision and
 // the delivery loses nothing. Delivery is at-least-once: webhook receivers
 // de-duplicate on the X-Gatehouse-Delivery header. core imports it, and the
-// Caddy module for its configuration types; it imports only store.
+// Caddy module for its configuration types; it imports only store. The
+// admins are told of security events (anomaly.go) through the same outbox.
 package notify
 
 import (

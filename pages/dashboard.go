@@ -1,9 +1,11 @@
 package pages
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +31,7 @@ const (
 	routeCreateToken  = "POST /api/tokens"
 	routeListTokens   = "GET /api/tokens"
 	routeRevokeToken  = "DELETE /api/tokens/{id}"
+	routeAudit        = "GET /api/audit"
 )
 
 // usersPerPage bounds the users list of the dashboard.
@@ -71,6 +74,9 @@ type dashboard struct {
 	Lifetimes      []lifetime
 
 	Usage *usageSection // nil unless the caller may read everyone's usage
+
+	ShowSecurity   bool
+	SecurityEvents []securityEvent // the latest anomaly.* audit events
 }
 
 type userRow struct {
@@ -219,6 +225,14 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 		if dash.TokenForm.ExpiresIn == "" {
 			dash.TokenForm.ExpiresIn = "90d"
 		}
+	}
+
+	if dash.ShowSecurity = p.acts.Allowed(r, sub, routeAudit, nil, nil); dash.ShowSecurity {
+		events, err := p.securityEvents(r)
+		if err != nil {
+			return err
+		}
+		dash.SecurityEvents = events
 	}
 
 	if p.acts.MayReadUsageOfOthers(r, sub, routeUsage) {
@@ -512,4 +526,42 @@ func (p *Pages) revokeToken(page string) handler {
 		}
 		return seeOther(p.rt.PagesPrefix + page + "?notice=token_revoked#tokens")
 	}
+}
+
+// securityEventsShown bounds the dashboard's list of security events.
+const securityEventsShown = 20
+
+// securityEvent is one row of the Security events list.
+type securityEvent struct {
+	store.AuditEvent
+	Kind, Subject, Count, Window string
+}
+
+// securityEvents are the latest anomaly.* audit events, newest first.
+func (p *Pages) securityEvents(r *http.Request) ([]securityEvent, error) {
+	var events []store.AuditEvent
+	for _, kind := range []string{core.AnomalyRefusalBurst, core.AnomalyTokenManyIPs, core.AnomalyFirstModelUse, core.AnomalyLoginFailures} {
+		list, err := p.rt.Store.ListAudit(r.Context(), store.AuditFilter{Type: "anomaly." + kind, Limit: securityEventsShown})
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, list...)
+	}
+	slices.SortFunc(events, func(a, b store.AuditEvent) int { return cmp.Compare(b.ID, a.ID) })
+	rows := make([]securityEvent, 0, min(len(events), securityEventsShown))
+	for _, e := range events[:min(len(events), securityEventsShown)] {
+		text := func(k string) string {
+			if v, ok := e.Detail[k]; ok {
+				return fmt.Sprint(v)
+			}
+			return ""
+		}
+		row := securityEvent{AuditEvent: e, Kind: strings.TrimPrefix(e.Type, "anomaly."),
+			Subject: text("subject"), Count: text("count"), Window: text("window")}
+		if m := text("model"); m != "" {
+			row.Subject += " · " + m
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
 }

@@ -9,12 +9,13 @@ import (
 	"github.com/google/uuid"
 )
 
-const userColumns = `id, issuer, subject, email, name, role, status, created_at, last_login_at, access_expires_at`
+// userColumns reads limits as text, which both backends can cast to.
+const userColumns = `id, issuer, subject, email, name, role, status, created_at, last_login_at, access_expires_at, CAST(limits AS TEXT)`
 
 func scanUser(row scanner) (User, error) {
 	var u User
 	err := row.Scan(&u.ID, &u.Issuer, &u.Subject, &u.Email, &u.Name, &u.Role, &u.Status,
-		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt})
+		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt}, limitsCol{&u.Limits})
 	return u, err
 }
 

@@ -3,13 +3,16 @@
 // settings, API tokens and usage per minute — behind one interface with
 // several backends (SQLite embedded, PostgreSQL shared). Every backend runs
 // the conformance suite in storetest.
-// Everything below the handlers imports it; it imports nothing of Gatehouse.
+// Everything below the handlers imports it; of Gatehouse it imports only
+// quota, for the type of a user's own limits.
 package store
 
 import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // Sentinel errors every backend returns so callers can map them to HTTP
@@ -49,6 +52,8 @@ type User struct {
 	LastLoginAt *time.Time `json:"last_login_at"`
 	// AccessExpiresAt ends a temporary grant: past it the user is treated as pending.
 	AccessExpiresAt *time.Time `json:"access_expires_at,omitempty"`
+	// Limits are the user's own quotas, narrowing their role's (spec §8); nil: none.
+	Limits *quota.Limits `json:"limits,omitempty"`
 }
 
 // LoginInfo is what a successful OIDC sign-in tells the store about a person.
@@ -230,6 +235,9 @@ type Store interface {
 	// revokes their API tokens, in the same transaction: reactivation revives
 	// nothing.
 	SetUserStatus(ctx context.Context, id, status string, audit AuditEvent) (User, error)
+	// SetUserLimits sets the user's own limits (nil or zero limits clear them)
+	// with its audit event, in one transaction.
+	SetUserLimits(ctx context.Context, id string, limits *quota.Limits, audit AuditEvent) (User, error)
 	// ExpireAccess moves an active user whose grant ended back to pending,
 	// ending their sessions and revoking their tokens like SetUserStatus.
 	ExpireAccess(ctx context.Context, id string, now time.Time) (User, error)

@@ -80,6 +80,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"GET", "/api/users/" + unknownID, nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, "404 not_found", "404 not_found"}},
 		{"PUT", "/api/users/" + targetID + "/role", `{"role":"user"}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},
 		{"PUT", "/api/users/" + targetID + "/status", `{"status":"active"}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, "200", "200"}},
+		{"PUT", "/api/users/" + targetID + "/limits", `{}`, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},
 		{"DELETE", "/api/users/" + unknownID, nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "404 not_found"}},
 		{"GET", "/api/users/" + targetID + "/activity", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, "200", "200"}},
 		{"GET", "/api/audit", nil, nil, [7]string{unauth, pendingR, deniedR, suspended, forbidden, forbidden, "200"}},

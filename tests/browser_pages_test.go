@@ -180,8 +180,9 @@ func TestBrowserAdminDashboard(t *testing.T) {
 
 	b.signIn("/gatehouse/admin", alice, "/gatehouse/admin")
 	b.expectText("main h1", "Access requests")
-	b.expectTexts("nav.sections a", "Access requests", "Users", "Roles & settings", "System tokens", "Usage")
+	b.expectTexts("nav.sections a", "Access requests", "Users", "Roles & settings", "System tokens", "Usage", "Security events")
 	b.expectText(`header a[href="/gatehouse/admin"]`, "Admin")
+	b.expectText("#no-security-events", "No security events.")
 	b.expectText("#no-requests", "No pending requests.")
 	b.expectCount("tr.user", 4)
 	aliceRow, bobRow, carolRow, daveRow := userRow(alice), userRow(bob), userRow(carol), userRow(dave)

@@ -248,3 +248,88 @@ func TestQuotaTokenLimits(t *testing.T) {
 		http.StatusBadRequest, "validation_failed")
 	createToken(t, bobC, map[string]any{"name": "narrow", "kind": "personal", "limits": map[string]any{"tokens_per_day": 500}})
 }
+
+// TestQuotaUserLimits: an admin gives one user limits of their own, which
+// narrow their role's (none here) and bound their tokens'; {} clears them.
+// Only a caller who may change the user's role may set them, and negative
+// limits are refused.
+func TestQuotaUserLimits(t *testing.T) {
+	be := newUsageBackend(t, 10, 0)
+	in := startInstance(t, instanceConfig{upstream: be.addr()})
+	admin := in.newClient()
+	admin.signIn(alice, "")
+	bobC := activeClient(t, in, bob)
+	bobID := bobC.userID()
+	limitsPath := "/api/users/" + bobID + "/limits"
+
+	r := admin.do("PUT", limitsPath, map[string]any{"requests_per_minute": 2})
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("setting bob's limits: %d %s", r.StatusCode, r.body)
+	}
+	if lim, _ := r.json(t)["limits"].(map[string]any); lim == nil || lim["requests_per_minute"] != float64(2) {
+		t.Fatalf("the answer's limits = %v, want requests_per_minute 2: %s", lim, r.body)
+	}
+	if lim, _ := admin.get("/api/users/" + bobID).json(t)["limits"].(map[string]any); lim == nil || lim["requests_per_minute"] != float64(2) {
+		t.Errorf("GET /api/users/{id} limits = %v, want requests_per_minute 2", lim)
+	}
+	for i := range 2 {
+		if r := bobC.do("POST", "/v1/chat/completions", chatBody); r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+	expectProblem(t, bobC.do("POST", "/v1/chat/completions", chatBody), http.StatusTooManyRequests, "rate_limited")
+	if lim := bobC.get("/api/usage/limits").json(t)["limits"].(map[string]any); lim["requests_per_minute"] == nil {
+		t.Errorf("/api/usage/limits = %v, want bob's own requests_per_minute", lim)
+	}
+	// A token's limits stay within the user's own.
+	wider := bobC.do("POST", "/api/tokens", map[string]any{"name": "wide", "kind": "personal", "limits": map[string]any{"requests_per_minute": 5}})
+	expectProblem(t, wider, http.StatusBadRequest, "validation_failed")
+	if !strings.Contains(wider.text(), "wider than the user's") {
+		t.Errorf("refusal %s does not say why", wider.body)
+	}
+	createToken(t, bobC, map[string]any{"name": "narrow", "kind": "personal", "limits": map[string]any{"requests_per_minute": 1}})
+	// Other users keep no limits.
+	for range 3 {
+		if r := admin.do("POST", "/v1/chat/completions", chatBody); r.StatusCode != http.StatusOK {
+			t.Fatalf("admin: %d %s", r.StatusCode, r.body)
+		}
+	}
+
+	// The change is audited with what it replaced.
+	events := admin.get("/api/audit?type=user.limits_changed").json(t)["events"].([]any)
+	if len(events) != 1 {
+		t.Fatalf("%d user.limits_changed events, want 1", len(events))
+	}
+	ev := events[0].(map[string]any)
+	detail, _ := ev["detail"].(map[string]any)
+	if ev["target_id"] != bobID || detail == nil || fmt.Sprint(detail["from"]) != "map[]" || fmt.Sprint(detail["to"]) != "map[requests_per_minute:2]" {
+		t.Errorf("audit event %v, want target bob, from {} to requests_per_minute 2", ev)
+	}
+
+	// {} clears them: the limit is lifted.
+	r = admin.do("PUT", limitsPath, map[string]any{})
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("clearing bob's limits: %d %s", r.StatusCode, r.body)
+	}
+	if _, set := r.json(t)["limits"]; set {
+		t.Errorf("cleared limits still shown: %s", r.body)
+	}
+	for i := range 3 {
+		if r := bobC.do("POST", "/v1/chat/completions", chatBody); r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d after clearing: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+
+	// Setting limits needs what changing the user's role needs.
+	manager := clientWithRole(t, in, frank, "manager")
+	plain := activeClient(t, in, carol)
+	expectProblem(t, manager.do("PUT", limitsPath, map[string]any{"requests_per_minute": 1}), http.StatusForbidden, "forbidden")
+	expectProblem(t, plain.do("PUT", limitsPath, map[string]any{"requests_per_minute": 1}), http.StatusForbidden, "forbidden")
+	expectProblem(t, bobC.do("PUT", limitsPath, map[string]any{}), http.StatusForbidden, "forbidden")
+	expectProblem(t, admin.do("PUT", limitsPath, map[string]any{"tokens_per_day": -1}), http.StatusBadRequest, "validation_failed")
+	expectProblem(t, admin.do("PUT", limitsPath, map[string]any{"requests_per_hour": 1}), http.StatusBadRequest, "invalid_json")
+	expectProblem(t, admin.do("PUT", "/api/users/00000000-0000-7000-8000-000000000000/limits", map[string]any{}), http.StatusNotFound, "not_found")
+	if lim := admin.get("/api/users/" + bobID).json(t)["limits"]; lim != nil {
+		t.Errorf("refused changes left limits %v", lim)
+	}
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LastAdminRule", testLastAdmin},
 		{"ConcurrentLastAdmin", testConcurrentLastAdmin},
 		{"SetUserStatus", testSetUserStatus},
+		{"SetUserLimits", testSetUserLimits},
 		{"SuspensionDeletesSessions", testSuspensionDeletesSessions},
 		{"ExpireAccess", testExpireAccess},
 		{"DeleteUser", testDeleteUser},
