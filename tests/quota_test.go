@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,11 @@ func TestQuotaRequestsPerMinute(t *testing.T) {
 	lim := bobC.get("/api/usage/limits").json(t)["limits"].(map[string]any)
 	if rpm, _ := lim["requests_per_minute"].(map[string]any); rpm == nil || rpm["limit"] != float64(3) || rpm["remaining"] != float64(0) {
 		t.Errorf("/api/usage/limits = %v, want requests_per_minute 3 with 0 left", lim)
+	}
+	// And sees it on the account page.
+	page := bobC.get("/gatehouse/account", "Accept", "text/html").text()
+	if !regexp.MustCompile(`<tr data-limit="requests_per_minute"><td>requests_per_minute</td><td class="num">3</td><td class="num">0</td></tr>`).MatchString(page) {
+		t.Errorf("the account page does not show requests_per_minute 3 with 0 left:\n%s", page)
 	}
 	// Another role's users, and the admin, are not limited by it.
 	for range 4 {
