@@ -142,14 +142,7 @@ func (m *meter) giveBack(minutes []store.UsageMinute) {
 			continue
 		}
 		// The record taken later has the newer role and kind.
-		e.Requests += g.Requests
-		e.Errors += g.Errors
-		e.Denied += g.Denied
-		e.PromptTokens += g.PromptTokens
-		e.CompletionTokens += g.CompletionTokens
-		e.TotalTokens += g.TotalTokens
-		e.Estimated += g.Estimated
-		e.LatencyMS += g.LatencyMS
+		e.Add(g)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -211,3 +212,32 @@ func (w *where) String() string {
 }
 
 func (w *where) next() string { return fmt.Sprintf("$%d", len(w.args)+1) }
+
+// jsonCol scans a nullable JSON column into *v (a list, the limits); NULL
+// gives the zero value. what names the column's kind in errors.
+type jsonCol[T any] struct {
+	v    *T
+	what string
+}
+
+func (c jsonCol[T]) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+		var zero T
+		*c.v = zero
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("unexpected %s value of type %T", c.what, v)
+	}
+	var out T
+	if err := json.Unmarshal(b, &out); err != nil {
+		return fmt.Errorf("parse stored %s %q: %w", c.what, b, err)
+	}
+	*c.v = out
+	return nil
+}

@@ -16,7 +16,7 @@ const tokenColumns = `id, name, kind, COALESCE(user_id, ''), created_by, CAST(sc
 
 func scanToken(row scanner) (APIToken, error) {
 	var t APIToken
-	err := row.Scan(&t.ID, &t.Name, &t.Kind, &t.UserID, &t.CreatedBy, stringsCol{&t.Scope}, stringsCol{&t.Models},
+	err := row.Scan(&t.ID, &t.Name, &t.Kind, &t.UserID, &t.CreatedBy, jsonCol[[]string]{&t.Scope, "list"}, jsonCol[[]string]{&t.Models, "list"},
 		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt}, &t.KeyID)
 	return t, err
 }
@@ -32,30 +32,6 @@ func encStrings(v []string) (any, error) {
 		return nil, err
 	}
 	return string(b), nil
-}
-
-// stringsCol scans a JSON array column; NULL gives nil.
-type stringsCol struct{ v *[]string }
-
-func (c stringsCol) Scan(v any) error {
-	var b []byte
-	switch v := v.(type) {
-	case nil:
-		*c.v = nil
-		return nil
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	default:
-		return fmt.Errorf("unexpected JSON list value of type %T", v)
-	}
-	var out []string
-	if err := json.Unmarshal(b, &out); err != nil {
-		return fmt.Errorf("parse stored list %q: %w", b, err)
-	}
-	*c.v = out
-	return nil
 }
 
 // tokenArgs validates t and returns the values of an api_tokens INSERT, in

@@ -31,14 +31,7 @@ func (s *sqlStore) AddUsage(ctx context.Context, minutes []UsageMinute) error {
 		m.Minute = m.Minute.UTC().Truncate(time.Minute)
 		k := usageKey{m.Minute, m.UserID, m.TokenID, m.Model, m.RouteKind}
 		if prev, ok := summed[k]; ok {
-			m.Requests += prev.Requests
-			m.Errors += prev.Errors
-			m.Denied += prev.Denied
-			m.PromptTokens += prev.PromptTokens
-			m.CompletionTokens += prev.CompletionTokens
-			m.TotalTokens += prev.TotalTokens
-			m.Estimated += prev.Estimated
-			m.LatencyMS += prev.LatencyMS
+			m.Add(prev)
 		}
 		summed[k] = m
 	}

@@ -33,27 +33,3 @@ func (s *sqlStore) SetUserLimits(ctx context.Context, id string, limits *quota.L
 	}
 	return u, nil
 }
-
-// limitsCol scans the nullable JSON limits column; NULL gives nil.
-type limitsCol struct{ v **quota.Limits }
-
-func (c limitsCol) Scan(v any) error {
-	var b []byte
-	switch v := v.(type) {
-	case nil:
-		*c.v = nil
-		return nil
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	default:
-		return fmt.Errorf("unexpected limits value of type %T", v)
-	}
-	var l quota.Limits
-	if err := json.Unmarshal(b, &l); err != nil {
-		return fmt.Errorf("parse stored limits %q: %w", b, err)
-	}
-	*c.v = &l
-	return nil
-}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
 // userColumns reads limits as text, which both backends can cast to.
@@ -15,7 +17,7 @@ const userColumns = `id, issuer, subject, email, name, role, status, created_at,
 func scanUser(row scanner) (User, error) {
 	var u User
 	err := row.Scan(&u.ID, &u.Issuer, &u.Subject, &u.Email, &u.Name, &u.Role, &u.Status,
-		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt}, limitsCol{&u.Limits})
+		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt}, jsonCol[*quota.Limits]{&u.Limits, "limits"})
 	return u, err
 }
 

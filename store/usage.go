@@ -27,6 +27,18 @@ type UsageMinute struct {
 	LatencyMS int64 // sum over Requests, for a mean
 }
 
+// Add adds o's counts to m's (the key fields stay m's).
+func (m *UsageMinute) Add(o UsageMinute) {
+	m.Requests += o.Requests
+	m.Errors += o.Errors
+	m.Denied += o.Denied
+	m.PromptTokens += o.PromptTokens
+	m.CompletionTokens += o.CompletionTokens
+	m.TotalTokens += o.TotalTokens
+	m.Estimated += o.Estimated
+	m.LatencyMS += o.LatencyMS
+}
+
 // UsageQuery selects and groups usage. Zero fields do not filter.
 type UsageQuery struct {
 	UserID, TokenID, Model string
