@@ -1,13 +1,12 @@
 package guard
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/modelreq"
 	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/refusal"
 )
@@ -49,33 +48,18 @@ func (g *Guard) reserveQuota(w http.ResponseWriter, r *http.Request, sub *core.S
 }
 
 // estimateTokens is a request's reservation: its prompt at about four bytes
-// a token, and the answer it may ask for.
+// a token, and the answer it may ask for. It reads the body the model read
+// kept, without a copy; a body not read (no model route) counts by its length.
 func estimateTokens(r *http.Request) int64 {
-	var body []byte
-	if r.GetBody != nil {
-		if rc, err := r.GetBody(); err == nil {
-			body, _ = io.ReadAll(rc)
-			rc.Close()
-		}
-	}
 	completion := int64(defaultCompletionEstimate)
-	var asks struct {
-		MaxTokens           *int64 `json:"max_tokens"`
-		MaxCompletionTokens *int64 `json:"max_completion_tokens"`
-		MaxOutputTokens     *int64 `json:"max_output_tokens"`
-		Options             struct {
-			NumPredict *int64 `json:"num_predict"`
-		} `json:"options"`
-	}
-	if len(body) > 0 && json.Unmarshal(body, &asks) == nil {
-		for _, v := range []*int64{asks.MaxTokens, asks.MaxCompletionTokens, asks.MaxOutputTokens, asks.Options.NumPredict} {
-			if v != nil && *v > 0 {
-				completion = *v
-				break
-			}
+	size := max(r.ContentLength, 0)
+	if body, ok := modelreq.Body(r); ok {
+		size = int64(len(body))
+		if n, ok := modelreq.MaxCompletion(body); ok {
+			completion = n
 		}
 	}
-	return int64(len(body)+3)/4 + completion
+	return (size+3)/4 + completion
 }
 
 // setRateLimitHeaders sets OpenAI's x-ratelimit-* headers from the tightest

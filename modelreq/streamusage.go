@@ -18,11 +18,11 @@ import (
 // counts. A body it cannot read again, or one whose stream_options is not an
 // object (null included), is left as it is.
 func IncludeStreamUsage(r *http.Request) bool {
-	br, ok := r.Body.(*bodyReader)
-	if !ok || br.Len() != len(br.body) {
+	read, ok := Body(r)
+	if !ok {
 		return false
 	}
-	body, added := addStreamUsage(br.body)
+	body, added := addStreamUsage(read)
 	if !added {
 		return false
 	}
@@ -31,6 +31,43 @@ func IncludeStreamUsage(r *http.Request) bool {
 		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	return true
+}
+
+// Body is the body Extract or ReadBody read and put back on r, while none of
+// it has been read again: the guard looks at it once more without a copy.
+func Body(r *http.Request) ([]byte, bool) {
+	br, ok := r.Body.(*bodyReader)
+	if !ok || br.Len() != len(br.body) {
+		return nil, false
+	}
+	return br.body, true
+}
+
+// MaxCompletion is the answer a JSON body asks for at most: its top-level
+// max_tokens, max_completion_tokens or max_output_tokens, or Ollama's
+// options.num_predict, when positive. It reads the members the way
+// IncludeStreamUsage does, without decoding the body.
+func MaxCompletion(body []byte) (int64, bool) {
+	var n int64
+	positive := func(v []byte) {
+		if x, err := strconv.ParseInt(string(v), 10, 64); err == nil && x > 0 && n == 0 {
+			n = x
+		}
+	}
+	eachMember(body, func(key []byte, escaped bool, value, end int) {
+		switch {
+		case keyIs(key, escaped, "max_tokens"), keyIs(key, escaped, "max_completion_tokens"), keyIs(key, escaped, "max_output_tokens"):
+			positive(body[value:end])
+		case keyIs(key, escaped, "options") && body[value] == '{':
+			options := body[value:end]
+			eachMember(options, func(key []byte, escaped bool, value, end int) {
+				if keyIs(key, escaped, "num_predict") {
+					positive(options[value:end])
+				}
+			})
+		}
+	})
+	return n, n > 0
 }
 
 // addStreamUsage returns body with stream_options.include_usage set to true,

@@ -98,3 +98,25 @@ func BenchmarkIncludeStreamUsage(b *testing.B) {
 		}
 	}
 }
+
+func TestMaxCompletion(t *testing.T) {
+	for _, tt := range []struct {
+		body string
+		want int64
+	}{
+		{`{"model":"m","max_tokens":100}`, 100},
+		{`{"max_completion_tokens":42,"messages":[{"max_tokens":9}]}`, 42},
+		{`{"max_output_tokens": 7}`, 7},
+		{`{"model":"llama3","options":{"temperature":0,"num_predict":64}}`, 64},
+		{`{"max_tokens":0}`, 0},
+		{`{"max_tokens":-5}`, 0},
+		{`{"max_tokens":"100"}`, 0},
+		{`{"messages":[]}`, 0},
+		{`not json`, 0},
+	} {
+		got, ok := MaxCompletion([]byte(tt.body))
+		if got != tt.want || ok != (tt.want > 0) {
+			t.Errorf("MaxCompletion(%s) = %d, %v; want %d", tt.body, got, ok, tt.want)
+		}
+	}
+}
