@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -74,12 +75,12 @@ func (rt *Runtime) buckets(s *Subject) []quota.Bucket {
 	return out
 }
 
-// describeLimits is limits for a message: "tokens_per_day 100000, …" or "none".
+// describeLimits is limits for a message: their JSON, or "none".
 func describeLimits(l quota.Limits) string {
-	b, _ := json.Marshal(l)
 	if l.IsZero() {
 		return "none"
 	}
+	b, _ := json.Marshal(l)
 	return string(b)
 }
 
@@ -104,7 +105,7 @@ func (rt *Runtime) ReserveQuota(ctx context.Context, s *Subject, estimate int64)
 		return nil, nil, nil
 	case err != nil:
 		rt.Logger.Error("quota counters unreachable; refusing (fail closed)", zap.Error(err))
-		return nil, nil, refusal.New(503, "unavailable", "Service unavailable", "Gatehouse cannot check your quota right now; try again shortly")
+		return nil, nil, refusal.Unavailable("Gatehouse cannot check your quota right now; try again shortly")
 	}
 	return res, nil, nil
 }
@@ -112,10 +113,10 @@ func (rt *Runtime) ReserveQuota(ctx context.Context, s *Subject, estimate int64)
 // QuotaProblem is the 429 of an exceeded limit.
 func QuotaProblem(ex *quota.Exceeded) *refusal.Problem {
 	if ex.Window.PerMinute() {
-		return refusal.New(429, refusal.CodeRateLimited, "Rate limit reached",
+		return refusal.New(http.StatusTooManyRequests, refusal.CodeRateLimited, "Rate limit reached",
 			"the "+ex.Window.String()+" limit of "+strconv.FormatInt(ex.Limit, 10)+" is reached; try again after "+ex.Reset.UTC().Format(time.RFC3339))
 	}
-	return refusal.New(429, refusal.CodeQuotaExceeded, "Quota exhausted",
+	return refusal.New(http.StatusTooManyRequests, refusal.CodeQuotaExceeded, "Quota exhausted",
 		"the "+ex.Window.String()+" quota of "+strconv.FormatInt(ex.Limit, 10)+" tokens is used up; it resets at "+ex.Reset.UTC().Format(time.RFC3339))
 }
 
