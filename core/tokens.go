@@ -84,6 +84,12 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 		ID: id, Name: nt.Name, Kind: nt.Kind, CreatedBy: creator.User.ID,
 		Scope: scope, Models: nt.Models, CreatedAt: now, ExpiresAt: now.Add(life),
 	}
+	// Kept beside the claims so that the token lists show them; zero limits
+	// limit nothing and are kept as none.
+	if nt.Limits != nil && !nt.Limits.IsZero() {
+		limits := *nt.Limits
+		meta.Limits = &limits
+	}
 	claims := tokens.Claims{ID: id, Kind: nt.Kind, Role: nt.Role, Scope: scope, Models: nt.Models, Limits: nt.Limits,
 		IssuedAt: now, NotBefore: now, ExpiresAt: meta.ExpiresAt}
 	if nt.Subject != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -117,6 +118,9 @@ type tokenTable struct {
 type tokenRow struct {
 	store.APIToken
 	State string // active, expired or revoked
+	// Quotas are the token's own limits, readable ("requests/min 60,
+	// tokens/day 100000"); empty when it has none.
+	Quotas string
 }
 
 type lifetime struct {
@@ -300,9 +304,30 @@ func tokenRows(list []store.APIToken, now time.Time) []tokenRow {
 		case !t.ExpiresAt.After(now):
 			state = "expired"
 		}
-		rows = append(rows, tokenRow{APIToken: t, State: state})
+		rows = append(rows, tokenRow{APIToken: t, State: state, Quotas: readableLimits(t.Limits)})
 	}
 	return rows
+}
+
+// readableLimits lists the limits l sets, each as its unit and number, in
+// the order of quota.Limits; empty when l sets none.
+func readableLimits(l *quota.Limits) string {
+	if l == nil {
+		return ""
+	}
+	var set []string
+	for _, w := range []struct {
+		unit  string
+		limit int64
+	}{
+		{"requests/min", l.RequestsPerMinute}, {"tokens/min", l.TokensPerMinute}, {"tokens/day", l.TokensPerDay},
+		{"tokens/month", l.TokensPerMonth}, {"concurrent requests", l.ConcurrentRequests},
+	} {
+		if w.limit != 0 {
+			set = append(set, w.unit+" "+strconv.FormatInt(w.limit, 10))
+		}
+	}
+	return strings.Join(set, ", ")
 }
 
 // lifetimes are the choices of a token's life up to the longest its kind may have.

@@ -8,16 +8,20 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/gatehouse/gatehouse/quota"
 )
 
-// tokenColumns reads the JSON lists as text, which both backends can cast to.
+// tokenColumns reads the JSON lists and the limits as text, which both
+// backends can cast to.
 const tokenColumns = `id, name, kind, COALESCE(user_id, ''), created_by, CAST(scope AS TEXT), CAST(models AS TEXT),
-	created_at, expires_at, last_used_at, revoked_at, COALESCE(kid, '')`
+	created_at, expires_at, last_used_at, revoked_at, COALESCE(kid, ''), CAST(limits AS TEXT)`
 
 func scanToken(row scanner) (APIToken, error) {
 	var t APIToken
 	err := row.Scan(&t.ID, &t.Name, &t.Kind, &t.UserID, &t.CreatedBy, jsonCol[[]string]{&t.Scope, "list"}, jsonCol[[]string]{&t.Models, "list"},
-		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt}, &t.KeyID)
+		timeCol{&t.CreatedAt}, timeCol{&t.ExpiresAt}, nullTimeCol{&t.LastUsedAt}, nullTimeCol{&t.RevokedAt}, &t.KeyID,
+		jsonCol[*quota.Limits]{&t.Limits, "limits"})
 	return t, err
 }
 
@@ -34,8 +38,21 @@ func encStrings(v []string) (any, error) {
 	return string(b), nil
 }
 
+// encLimits stores limits as a JSON object; nil and zero limits stay NULL,
+// so that a token without limits of its own reads back as nil.
+func encLimits(l *quota.Limits) (any, error) {
+	if l == nil || l.IsZero() {
+		return nil, nil
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return nil, err
+	}
+	return string(b), nil
+}
+
 // tokenArgs validates t and returns the values of an api_tokens INSERT, in
-// column order; user_id, models and kid stay NULL when empty.
+// column order; user_id, models, kid and limits stay NULL when empty.
 func (s *sqlStore) tokenArgs(t APIToken) ([]any, error) {
 	if t.ID == "" {
 		return nil, errors.New("empty token ID")
@@ -52,6 +69,10 @@ func (s *sqlStore) tokenArgs(t APIToken) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token models: %w", err)
 	}
+	limits, err := encLimits(t.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("token limits: %w", err)
+	}
 	var userID, kid any
 	if t.UserID != "" {
 		userID = t.UserID
@@ -60,7 +81,7 @@ func (s *sqlStore) tokenArgs(t APIToken) ([]any, error) {
 		kid = t.KeyID
 	}
 	return []any{t.ID, t.Name, t.Kind, userID, t.CreatedBy, scopeJSON, models,
-		s.encodeTime(nowOr(t.CreatedAt)), s.encodeTime(t.ExpiresAt), kid}, nil
+		s.encodeTime(nowOr(t.CreatedAt)), s.encodeTime(t.ExpiresAt), kid, limits}, nil
 }
 
 func getToken(ctx context.Context, q db, id string) (APIToken, error) {
@@ -91,8 +112,8 @@ func (s *sqlStore) CreateToken(ctx context.Context, t APIToken, audit AuditEvent
 				return fmt.Errorf("user %s: %w", t.UserID, err)
 			}
 		}
-		if _, err := tx.exec(ctx, `INSERT INTO api_tokens (id, name, kind, user_id, created_by, scope, models, created_at, expires_at, kid)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, args...); err != nil {
+		if _, err := tx.exec(ctx, `INSERT INTO api_tokens (id, name, kind, user_id, created_by, scope, models, created_at, expires_at, kid, limits)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`, args...); err != nil {
 			return err
 		}
 		if err := s.appendAudit(ctx, tx, audit); err != nil {

@@ -196,6 +196,9 @@ type APIToken struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
+	// Limits are the token's own quotas, as its claims carry them; nil: none
+	// (zero limits are stored as none).
+	Limits *quota.Limits `json:"limits,omitempty"`
 	// KeyID is the kid of the key that signed the token, so that replacing a
 	// key can revoke exactly its tokens; empty for tokens from before it was
 	// recorded.

@@ -369,6 +369,72 @@ func TestTokenCreationRules(t *testing.T) {
 	expectProblem(t, bobC.do("DELETE", "/api/tokens/00000000-0000-7000-8000-000000000000", nil), http.StatusNotFound, "not_found")
 }
 
+// TestTokenLimitsListed: a token's own limits, given at creation, are kept
+// with it: GET /api/tokens lists them, and the token tables of the account
+// page and the dashboard show them readably ("—" for a token without).
+func TestTokenLimitsListed(t *testing.T) {
+	in := startInstance(t, instanceConfig{})
+	admin := in.newClient()
+	admin.signIn(alice, "")
+	bobC := activeClient(t, in, bob)
+
+	limits := map[string]any{"tokens_per_day": 100000.0, "requests_per_minute": 60.0}
+	limited := createToken(t, bobC, map[string]any{"name": "nightly", "kind": "personal", "limits": limits})
+	if fmt.Sprint(limited["limits"]) != fmt.Sprint(limits) {
+		t.Errorf("created token's limits = %v, want %v", limited["limits"], limits)
+	}
+	plain := createToken(t, bobC, map[string]any{"name": "plain", "kind": "personal"})
+	zero := createToken(t, bobC, map[string]any{"name": "zero", "kind": "personal", "limits": map[string]any{}})
+
+	listed := map[string]map[string]any{}
+	for _, tok := range bobC.get("/api/tokens").json(t)["tokens"].([]any) {
+		listed[tok.(map[string]any)["id"].(string)] = tok.(map[string]any)
+	}
+	if got := listed[limited["id"].(string)]["limits"]; fmt.Sprint(got) != fmt.Sprint(limits) {
+		t.Errorf("GET /api/tokens: nightly's limits = %v, want %v", got, limits)
+	}
+	for _, none := range []map[string]any{plain, zero} {
+		if got, ok := listed[none["id"].(string)]["limits"]; ok {
+			t.Errorf("GET /api/tokens: %s's limits = %v, want none listed", none["name"], got)
+		}
+	}
+
+	account := bobC.get("/gatehouse/account")
+	if account.StatusCode != http.StatusOK {
+		t.Fatalf("GET /gatehouse/account: %d %s", account.StatusCode, account.body)
+	}
+	for _, tc := range []struct {
+		tok  map[string]any
+		want string
+	}{
+		{limited, `<td class="limits">requests/min 60, tokens/day 100000</td>`},
+		{plain, `<td class="limits"><small>—</small></td>`},
+		{zero, `<td class="limits"><small>—</small></td>`},
+	} {
+		if row := tokenRowHTML(t, account, tc.tok["id"].(string)); !strings.Contains(row, tc.want) {
+			t.Errorf("account page row of %s does not show %s:\n%s", tc.tok["name"], tc.want, row)
+		}
+	}
+
+	sys := createToken(t, admin, map[string]any{"name": "batch", "kind": "system", "permissions": []string{"models:use"},
+		"limits": map[string]any{"tokens_per_month": 2000000, "concurrent_requests": 4}})
+	want := `<td class="limits">tokens/month 2000000, concurrent requests 4</td>`
+	if row := tokenRowHTML(t, admin.get("/gatehouse/admin"), sys["id"].(string)); !strings.Contains(row, want) {
+		t.Errorf("dashboard row of the system token does not show %s:\n%s", want, row)
+	}
+}
+
+// tokenRowHTML is the row of token id in a page's token table.
+func tokenRowHTML(t *testing.T, page *response, id string) string {
+	t.Helper()
+	start := strings.Index(page.text(), `id="token-`+id+`"`)
+	if start < 0 {
+		t.Fatalf("no row of token %s on the page (status %d):\n%s", id, page.StatusCode, page.body)
+	}
+	row, _, _ := strings.Cut(page.text()[start:], "</tr>")
+	return row
+}
+
 // TestModelRestrictions: token model globs, the body reaching the upstream
 // byte for byte, ambiguous bodies and filtered listings.
 func TestModelRestrictions(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -92,6 +93,19 @@ func testCreateToken(t *testing.T, s store.Store) {
 				Scope: []string{"models:list"}, Models: []string{}, CreatedAt: t0, ExpiresAt: at(day)},
 		},
 		{
+			name: "token with limits of its own",
+			tok: store.APIToken{ID: "t-limits", Name: "nightly", Kind: store.TokenPersonal, UserID: ann.ID, CreatedBy: ann.ID,
+				Scope: []string{"chat:use"}, CreatedAt: t0, ExpiresAt: at(day),
+				Limits: &quota.Limits{RequestsPerMinute: 60, TokensPerDay: 100000}},
+		},
+		{
+			name: "zero limits are stored as none",
+			tok: store.APIToken{ID: "t-zero-limits", Name: "unlimited", Kind: store.TokenPersonal, UserID: ann.ID, CreatedBy: ann.ID,
+				Scope: []string{"chat:use"}, CreatedAt: t0, ExpiresAt: at(day), Limits: &quota.Limits{}},
+			want: store.APIToken{ID: "t-zero-limits", Name: "unlimited", Kind: store.TokenPersonal, UserID: ann.ID, CreatedBy: ann.ID,
+				Scope: []string{"chat:use"}, CreatedAt: t0, ExpiresAt: at(day)},
+		},
+		{
 			name: "system token has no subject user and a nil scope is stored empty",
 			tok: store.APIToken{ID: "t-system", Name: "batch", Kind: store.TokenSystem, CreatedBy: root.ID,
 				CreatedAt: at(time.Second), ExpiresAt: at(365 * day)},
@@ -115,7 +129,7 @@ func testCreateToken(t *testing.T, s store.Store) {
 			}
 		})
 	}
-	created := []string{"token.create", "token.create", "token.create", "token.create"}
+	created := slices.Repeat([]string{"token.create"}, len(tests))
 	if got := auditTypes(t, s, store.AuditFilter{}); !reflect.DeepEqual(got, created) {
 		t.Fatalf("audit = %v, want one token.create per token", got)
 	}
@@ -166,6 +180,8 @@ func testListTokens(t *testing.T, s store.Store) {
 	createToken(t, s, b)
 	sys := apiToken("sys", "", at(4*time.Hour))
 	sys.Kind, sys.CreatedBy = store.TokenSystem, root.ID
+	sysLimits := quota.Limits{TokensPerMinute: 5000, TokensPerMonth: 2000000, ConcurrentRequests: 4}
+	sys.Limits = &sysLimits
 	createToken(t, s, sys)
 
 	tests := []struct {
@@ -200,6 +216,17 @@ func testListTokens(t *testing.T, s store.Store) {
 	noErr(t, "ListTokens", err)
 	if !reflect.DeepEqual(tokens, []store.APIToken{getToken(t, s, "sys")}) {
 		t.Fatalf("listed token = %#v, want the full record as GetToken returns it", tokens)
+	}
+	// The list shows each token's own limits, and none for a token without.
+	all, err := s.ListTokens(t.Context(), store.TokenFilter{})
+	noErr(t, "ListTokens", err)
+	for _, tok := range all {
+		switch {
+		case tok.ID == "sys" && (tok.Limits == nil || *tok.Limits != sysLimits):
+			t.Errorf("listed limits of sys = %+v, want %+v", tok.Limits, sysLimits)
+		case tok.ID != "sys" && tok.Limits != nil:
+			t.Errorf("listed limits of %s = %+v, want nil", tok.ID, *tok.Limits)
+		}
 	}
 }
 
