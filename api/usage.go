@@ -19,7 +19,7 @@ type usageAnswer struct {
 }
 
 // usageCSVHeader names the columns of the CSV answer, as the JSON does.
-var usageCSVHeader = []string{"key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "denied"}
+var usageCSVHeader = []string{"key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "denied", "quota_hits"}
 
 func (a *API) usage(w http.ResponseWriter, r *http.Request, route string) error {
 	rep, err := a.acts.Usage(r, route, r.URL.Query(), time.Now())
@@ -57,7 +57,8 @@ func writeUsageCSV(w http.ResponseWriter, rows []store.UsageRow) {
 	for _, row := range rows {
 		_ = cw.Write([]string{csvCell(row.Key), strconv.FormatInt(row.Requests, 10),
 			strconv.FormatInt(row.PromptTokens, 10), strconv.FormatInt(row.CompletionTokens, 10),
-			strconv.FormatInt(row.TotalTokens, 10), strconv.FormatInt(row.Errors, 10), strconv.FormatInt(row.Denied, 10)})
+			strconv.FormatInt(row.TotalTokens, 10), strconv.FormatInt(row.Errors, 10), strconv.FormatInt(row.Denied, 10),
+			strconv.FormatInt(row.QuotaHits, 10)})
 	}
 	cw.Flush()
 }

@@ -2,9 +2,11 @@ package core
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/store"
@@ -69,7 +71,7 @@ func (rt *Runtime) Meter(u Usage) {
 			rt.anomalies.modelUse(u.UserID, u.Model)
 		}
 	}
-	m := &rt.meter
+	m := rt.meter
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.addLocked(u)
@@ -93,6 +95,9 @@ func (m *meter) addLocked(u Usage) {
 	e.TokenKind, e.Role = u.TokenKind, u.Role
 	if u.Denied {
 		e.Denied++
+		if u.Status == http.StatusTooManyRequests {
+			e.QuotaHits++ // only a quota refuses with 429
+		}
 		return
 	}
 	e.Requests++
@@ -146,20 +151,29 @@ func (m *meter) giveBack(minutes []store.UsageMinute) {
 	}
 }
 
-// flushUsage writes what the meter holds. When the store fails, the minutes
-// are kept for the next flush.
-func (rt *Runtime) flushUsage(ctx context.Context) {
-	minutes, dropped := rt.meter.take()
+// flush writes what the meter holds to st. When the store fails, the
+// minutes are kept for the next flush, and their number is returned with
+// the error.
+func (m *meter) flush(ctx context.Context, st store.UsageStore) (int, error) {
+	minutes, dropped := m.take()
 	if dropped > 0 {
-		rt.Logger.Warn("usage meter full: requests were not metered (is the store failing?)",
+		caddy.Log().Named("gatehouse").Warn("usage meter full: requests were not metered (is the store failing?)",
 			zap.Int64("dropped", dropped), zap.Int("max_keys", meterMaxKeys))
 	}
 	if len(minutes) == 0 {
-		return
+		return 0, nil
 	}
-	if err := rt.Store.AddUsage(ctx, minutes); err != nil {
-		rt.Logger.Warn("writing usage; keeping it for the next flush", zap.Int("minutes", len(minutes)), zap.Error(err))
-		rt.meter.giveBack(minutes)
+	if err := st.AddUsage(ctx, minutes); err != nil {
+		m.giveBack(minutes)
+		return len(minutes), err
+	}
+	return 0, nil
+}
+
+// flushUsage writes what the meter holds, keeping it when the store fails.
+func (rt *Runtime) flushUsage(ctx context.Context) {
+	if n, err := rt.meter.flush(ctx, rt.Store); err != nil {
+		rt.Logger.Warn("writing usage; keeping it for the next flush", zap.Int("minutes", n), zap.Error(err))
 	}
 }
 

@@ -36,6 +36,7 @@ type usageSection struct {
 	TopUsers      chart
 	TopTokens     chart
 	Refusals      chart
+	QuotaHits     chart
 }
 
 // ownUsage is the caller's usage on the account page.
@@ -139,17 +140,19 @@ func (p *Pages) usageSection(r *http.Request, now time.Time) (*usageSection, err
 	}
 	sec.TokensByModel = stackedColumns("usage-tokens-by-model", "Tokens per day by model", "tokens", days, series, perDay)
 
-	// Refusals per day.
 	byDay, err := p.usageQuery(r, url.Values{"group_by": {"day"}}, now)
 	if err != nil {
 		return nil, err
 	}
-	denied := map[string]int64{}
+	// Refusals and quota hits per day.
+	denied, hits := map[string]int64{}, map[string]int64{}
 	for _, d := range byDay.Rows {
-		denied[d.Key] = d.Denied
+		denied[d.Key], hits[d.Key] = d.Denied, d.QuotaHits
 	}
 	sec.Refusals = stackedColumns("usage-refusals", "Refusals per day", "refusals", days, []string{"refused"},
 		map[string]map[string]int64{"refused": denied})
+	sec.QuotaHits = stackedColumns("usage-quota-hits", "Quota hits per day", "quota hits", days, []string{"quota hits"},
+		map[string]map[string]int64{"quota hits": hits})
 
 	byUser, err := p.usageQuery(r, url.Values{"group_by": {"user"}}, now)
 	if err != nil {

@@ -45,15 +45,15 @@ func (s *sqlStore) AddUsage(ctx context.Context, minutes []UsageMinute) error {
 		m := summed[k]
 		argLists = append(argLists, []any{s.encodeTime(m.Minute), m.UserID, m.TokenID, m.Model, m.RouteKind,
 			m.TokenKind, m.Role, m.Requests, m.Errors, m.Denied,
-			m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.Estimated, m.LatencyMS})
+			m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.Estimated, m.LatencyMS, m.QuotaHits})
 	}
 	// The role is the latest one seen: a role change within a minute keeps
 	// one row.
 	err := s.inTx(ctx, func(tx db) error {
 		return tx.execEach(ctx, `INSERT INTO usage_minutes (minute, user_id, token_id, model, route_kind,
 				token_kind, role, requests, errors, denied,
-				prompt_tokens, completion_tokens, total_tokens, estimated, latency_ms)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+				prompt_tokens, completion_tokens, total_tokens, estimated, latency_ms, quota_hits)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 			ON CONFLICT (minute, user_id, token_id, model, route_kind) DO UPDATE SET
 				token_kind = excluded.token_kind,
 				role = excluded.role,
@@ -64,7 +64,8 @@ func (s *sqlStore) AddUsage(ctx context.Context, minutes []UsageMinute) error {
 				completion_tokens = usage_minutes.completion_tokens + excluded.completion_tokens,
 				total_tokens = usage_minutes.total_tokens + excluded.total_tokens,
 				estimated = usage_minutes.estimated + excluded.estimated,
-				latency_ms = usage_minutes.latency_ms + excluded.latency_ms`, argLists)
+				latency_ms = usage_minutes.latency_ms + excluded.latency_ms,
+				quota_hits = usage_minutes.quota_hits + excluded.quota_hits`, argLists)
 	})
 	if err != nil {
 		return fmt.Errorf("add usage of %d minutes: %w", len(keys), err)
@@ -104,14 +105,15 @@ func (s *sqlStore) QueryUsage(ctx context.Context, q UsageQuery) ([]UsageRow, er
 		w.add("minute < ?", s.encodeTime(q.To))
 	}
 	out, err := queryAll(ctx, s.db, scanUsageRow,
-		`SELECT k, requests, prompt_tokens, completion_tokens, total_tokens, errors, denied FROM (
+		`SELECT k, requests, prompt_tokens, completion_tokens, total_tokens, errors, denied, quota_hits FROM (
 			SELECT `+key+` AS k,
 				CAST(SUM(requests) AS BIGINT) AS requests,
 				CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens,
 				CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens,
 				CAST(SUM(total_tokens) AS BIGINT) AS total_tokens,
 				CAST(SUM(errors) AS BIGINT) AS errors,
-				CAST(SUM(denied) AS BIGINT) AS denied
+				CAST(SUM(denied) AS BIGINT) AS denied,
+				CAST(SUM(quota_hits) AS BIGINT) AS quota_hits
 			FROM usage_minutes`+w.String()+` GROUP BY `+key+`) AS grouped ORDER BY `+order, w.args...)
 	if err != nil {
 		return nil, fmt.Errorf("query usage by %s: %w", q.GroupBy, err)
@@ -121,7 +123,7 @@ func (s *sqlStore) QueryUsage(ctx context.Context, q UsageQuery) ([]UsageRow, er
 
 func scanUsageRow(row scanner) (UsageRow, error) {
 	var r UsageRow
-	err := row.Scan(&r.Key, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.TotalTokens, &r.Errors, &r.Denied)
+	err := row.Scan(&r.Key, &r.Requests, &r.PromptTokens, &r.CompletionTokens, &r.TotalTokens, &r.Errors, &r.Denied, &r.QuotaHits)
 	return r, err
 }
 

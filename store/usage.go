@@ -19,7 +19,9 @@ type UsageMinute struct {
 	RouteKind string // model, listing, model_info, model_admin, batch, other
 	// Requests, Errors (backend answered ≥ 400) and Denied (the guard refused)
 	// count requests.
-	Requests, Errors, Denied                    int64
+	Requests, Errors, Denied int64
+	// QuotaHits counts the refusals of Denied that were a quota's 429.
+	QuotaHits                                   int64
 	PromptTokens, CompletionTokens, TotalTokens int64
 	// Estimated counts the requests whose tokens were estimated (the backend
 	// reported none).
@@ -32,6 +34,7 @@ func (m *UsageMinute) Add(o UsageMinute) {
 	m.Requests += o.Requests
 	m.Errors += o.Errors
 	m.Denied += o.Denied
+	m.QuotaHits += o.QuotaHits
 	m.PromptTokens += o.PromptTokens
 	m.CompletionTokens += o.CompletionTokens
 	m.TotalTokens += o.TotalTokens
@@ -57,6 +60,7 @@ type UsageRow struct {
 	TotalTokens      int64  `json:"total_tokens"`
 	Errors           int64  `json:"errors"`
 	Denied           int64  `json:"denied"`
+	QuotaHits        int64  `json:"quota_hits"` // of denied, the refusals by a quota
 }
 
 // UsageStore is the part of Store that keeps usage (embedded in Store).

@@ -82,6 +82,16 @@ func TestQuotaRequestsPerMinute(t *testing.T) {
 	if n := be.served.Load(); n != 3 {
 		t.Errorf("the backend served %d requests, want 3", n)
 	}
+	// The refusal is metered as a quota hit (the dashboard's chart).
+	waitFor(t, 5*time.Second, "the quota hit in /api/usage", func() string {
+		_, rows := usageRows(t, admin, "group_by=user&user_id="+bobC.userID())
+		for _, row := range rows {
+			if row["requests"] == 3.0 && row["denied"] == 1.0 && row["quota_hits"] == 1.0 {
+				return ""
+			}
+		}
+		return fmt.Sprint(rows)
+	})
 	// The caller can ask what is left.
 	lim := bobC.get("/api/usage/limits").json(t)["limits"].(map[string]any)
 	if rpm, _ := lim["requests_per_minute"].(map[string]any); rpm == nil || rpm["limit"] != float64(3) || rpm["remaining"] != float64(0) {

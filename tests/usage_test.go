@@ -68,10 +68,12 @@ func usageInstance(t *testing.T) (*instance, usagePeople) {
 	p.bob = activeClient(t, in, bob)
 	p.grace = activeClient(t, in, grace)
 	p.adminID, p.managerID, p.bobID, p.graceID = p.admin.userID(), p.manager.userID(), p.bob.userID(), p.grace.userID()
+	graceQwen := usageMinute(2*time.Hour, p.graceID, "tok-grace", "qwen", 3, 100, 200, 2)
+	graceQwen.QuotaHits = 1 // one of grace's two refusals was a quota's
 	seedUsage(t, in,
 		usageMinute(time.Hour, p.bobID, "tok-bob", "llama", 2, 40, 60, 0),
 		usageMinute(49*time.Hour, p.bobID, "", "qwen", 1, 5, 15, 1),
-		usageMinute(2*time.Hour, p.graceID, "tok-grace", "qwen", 3, 100, 200, 2),
+		graceQwen,
 		usageMinute(25*time.Hour, p.adminID, "", "llama", 1, 20, 30, 0),
 		// Older than the default window of 7 days: not in any default answer.
 		usageMinute(8*24*time.Hour, p.bobID, "tok-bob", "llama", 9, 900, 900, 0),
@@ -96,8 +98,8 @@ func TestUsageAPIOwnAndOthers(t *testing.T) {
 		}
 		rows := fmt.Sprint(body["rows"])
 		want := fmt.Sprint([]any{
-			map[string]any{"key": "llama", "requests": 2.0, "prompt_tokens": 40.0, "completion_tokens": 60.0, "total_tokens": 100.0, "errors": 0.0, "denied": 0.0},
-			map[string]any{"key": "qwen", "requests": 1.0, "prompt_tokens": 5.0, "completion_tokens": 15.0, "total_tokens": 20.0, "errors": 0.0, "denied": 1.0},
+			map[string]any{"key": "llama", "requests": 2.0, "prompt_tokens": 40.0, "completion_tokens": 60.0, "total_tokens": 100.0, "errors": 0.0, "denied": 0.0, "quota_hits": 0.0},
+			map[string]any{"key": "qwen", "requests": 1.0, "prompt_tokens": 5.0, "completion_tokens": 15.0, "total_tokens": 20.0, "errors": 0.0, "denied": 1.0, "quota_hits": 0.0},
 		})
 		if rows != want {
 			t.Fatalf("rows %s, want %s", rows, want)
@@ -208,9 +210,9 @@ func TestUsageAPICSV(t *testing.T) {
 		t.Fatalf("CSV: %v\n%s", err, resp.body)
 	}
 	want := [][]string{
-		{"key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "denied"},
-		{"qwen", "4", "105", "215", "320", "0", "3"},
-		{"llama", "3", "60", "90", "150", "0", "0"},
+		{"key", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "denied", "quota_hits"},
+		{"qwen", "4", "105", "215", "320", "0", "3", "1"},
+		{"llama", "3", "60", "90", "150", "0", "0", "0"},
 	}
 	if fmt.Sprint(records) != fmt.Sprint(want) {
 		t.Fatalf("CSV %q, want %q", records, want)
@@ -286,7 +288,7 @@ func TestBrowserUsageCharts(t *testing.T) {
 	b.signIn("/gatehouse/admin", alice, "/gatehouse/admin")
 	b.expectText("#usage h1", "Usage")
 	b.expectCount(`nav.sections a[href="#usage"]`, 1)
-	b.expectCount("#usage svg.chart-svg", 4)
+	b.expectCount("#usage svg.chart-svg", 5)
 	b.expectCount("#usage [style]", 0)
 	b.screenshot(filepath.Join(screenshotDir(t), "usage-dashboard.png"))
 
@@ -316,6 +318,19 @@ func TestBrowserUsageCharts(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(chartBars(b, "usage-refusals")), fmt.Sprint(wantRefusals); got != want {
 		t.Errorf("refusals chart %s, API %s", got, want)
+	}
+	// Quota hits per day, against the API's quota_hits.
+	wantHits := map[string]int64{}
+	for _, k := range keys {
+		if d := int64(rows[k]["quota_hits"].(float64)); d > 0 {
+			wantHits[k+" quota hits"] = d
+		}
+	}
+	if len(wantHits) == 0 {
+		t.Fatalf("the API has no quota hits: %v", rows)
+	}
+	if got, want := fmt.Sprint(chartBars(b, "usage-quota-hits")), fmt.Sprint(wantHits); got != want {
+		t.Errorf("quota hits chart %s, API %s", got, want)
 	}
 	// The numbers are on the page as text too, for readers without graphics.
 	run(b, "opening the tables of numbers", chromedp.Evaluate[int](

@@ -80,6 +80,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UsageTiesOrderedByKey", testUsageTiesOrderedByKey},
 		{"UsageFilters", testUsageFilters},
 		{"UsageTimeBounds", testUsageTimeBounds},
+		{"UsageQuotaHits", testUsageQuotaHits},
 		{"AddUsageAddsToItsMinute", testAddUsageAddsToItsMinute},
 		{"ConcurrentAddUsage", testConcurrentAddUsage},
 		{"DeleteUsageBefore", testDeleteUsageBefore},

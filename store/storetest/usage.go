@@ -202,3 +202,15 @@ func testQueryUsageUnknownGroup(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// Quota hits are counted apart, add up like every count, and are a part of
+// denied.
+func testUsageQuotaHits(t *testing.T, s store.Store) {
+	hit := store.UsageMinute{Minute: m0, UserID: "ann", Model: "llama", RouteKind: "model", Denied: 3, QuotaHits: 2}
+	addUsage(t, s, hit, hit)
+	addUsage(t, s, store.UsageMinute{Minute: m0.Add(day), UserID: "ann", Model: "llama", RouteKind: "model", Denied: 1})
+	want := row("2030-01-02T00:00:00Z", 0, 0, 0, 0, 6)
+	want.QuotaHits = 4
+	wantRows(t, "by day", queryUsage(t, s, store.UsageQuery{GroupBy: "day"}),
+		[]store.UsageRow{want, row("2030-01-03T00:00:00Z", 0, 0, 0, 0, 1)})
+}
