@@ -31,6 +31,7 @@ const (
 	AnomalyTokenManyIPs  = "token_many_ips"
 	AnomalyFirstModelUse = "first_model_use"
 	AnomalyLoginFailures = "login_failures"
+	AnomalyUsageSpike    = "usage_spike"
 )
 
 // AnomalySettings are the thresholds of the security events, the settings
@@ -45,6 +46,9 @@ type AnomalySettings struct {
 	LoginFailures *AnomalyThreshold `json:"login_failures,omitempty"`
 	// FirstModelUse reports a user's first use of a model; off unless true.
 	FirstModelUse *bool `json:"first_model_use,omitempty"`
+	// UsageSpike: a user's tokens within a window far above their own
+	// baseline (anomaly_spike.go).
+	UsageSpike *UsageSpikeThreshold `json:"usage_spike,omitempty"`
 }
 
 // AnomalyThreshold is one detector's threshold.
@@ -104,7 +108,7 @@ func (a *AnomalySettings) Validate() error {
 			return err
 		}
 	}
-	return nil
+	return a.UsageSpike.validate()
 }
 
 // anomalyLimit is a threshold in force; count 0 is off.
@@ -116,6 +120,7 @@ type anomalyLimit struct {
 type anomalyLimits struct {
 	refusalBurst, tokenManyIPs, loginFailures anomalyLimit
 	firstModelUse                             bool
+	usageSpike                                spikeLimit
 }
 
 func (t *AnomalyThreshold) limit(def anomalyLimit) anomalyLimit {
@@ -143,6 +148,7 @@ func limitsOf(a *AnomalySettings) *anomalyLimits {
 		tokenManyIPs:  a.TokenManyIPs.limit(defaultTokenManyIPs),
 		loginFailures: a.LoginFailures.limit(defaultLoginFailures),
 		firstModelUse: a.FirstModelUse != nil && *a.FirstModelUse,
+		usageSpike:    a.UsageSpike.limit(),
 	}
 }
 
@@ -156,6 +162,10 @@ type Anomaly struct {
 	Count   int
 	Window  time.Duration
 	Time    time.Time
+	// Baseline and Factor are a usage spike's: the user's usual tokens in
+	// a window like this one, and the multiple of it that was passed.
+	Baseline int64
+	Factor   int
 }
 
 // detail is the audit detail and the notification's.
@@ -163,6 +173,9 @@ func (a Anomaly) detail() map[string]any {
 	d := map[string]any{"subject": a.subject(), "count": a.Count}
 	if a.Window > 0 {
 		d["window"] = a.Window.String()
+	}
+	if a.Kind == AnomalyUsageSpike {
+		d["baseline"], d["factor"] = a.Baseline, a.Factor
 	}
 	for k, v := range map[string]string{"user_id": a.UserID, "token_id": a.TokenID, "model": a.Model, "ip": a.IP} {
 		if v != "" {
@@ -203,6 +216,8 @@ type anomalies struct {
 	reported *lru.Cache[anomalyKey, struct{}]      // until the window of the last report ends
 	found    chan Anomaly
 	now      func() time.Time
+	// spikeChecked is when the usage spike worker last looked (its own).
+	spikeChecked time.Time
 }
 
 func newAnomalies() *anomalies {
@@ -368,6 +383,9 @@ func (rt *Runtime) reportAnomalies(ctx context.Context) {
 func (rt *Runtime) recordAnomaly(ctx context.Context, f Anomaly) {
 	if f.Kind == AnomalyFirstModelUse && rt.usedBefore(ctx, f) {
 		return // this instance had not seen it, the store had
+	}
+	if f.Kind == AnomalyUsageSpike && rt.spikeReported(ctx, f) {
+		return // another instance reported it within the window
 	}
 	detail := f.detail()
 	ev := rt.StoreEvent(nil, AuditEvent{Type: "anomaly." + f.Kind, ActorID: f.UserID, Detail: detail})

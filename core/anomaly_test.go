@@ -196,7 +196,7 @@ func TestDisabledDetectorsReportNothing(t *testing.T) {
 func TestAnomalyDefaults(t *testing.T) {
 	l := limitsOf(nil)
 	want := anomalyLimits{refusalBurst: anomalyLimit{20, time.Minute}, tokenManyIPs: anomalyLimit{5, 10 * time.Minute},
-		loginFailures: anomalyLimit{5, time.Hour}}
+		loginFailures: anomalyLimit{5, time.Hour}, usageSpike: spikeLimit{10, time.Hour, 7 * 24 * time.Hour, 10_000}}
 	if *l != want {
 		t.Fatalf("defaults %+v, want %+v", *l, want)
 	}
@@ -220,6 +220,11 @@ func TestValidateAnomalySettings(t *testing.T) {
 		{"window that does not parse", &AnomalySettings{TokenManyIPs: threshold(5, "soon")}, `anomalies.token_many_ips.window must be a duration from 1s to 7d, not "soon"`},
 		{"window too short", &AnomalySettings{LoginFailures: threshold(5, "10ms")}, "anomalies.login_failures.window"},
 		{"window too long", &AnomalySettings{RefusalBurst: threshold(5, "30d")}, "anomalies.refusal_burst.window"},
+		{"usage spike example", &AnomalySettings{UsageSpike: &UsageSpikeThreshold{Factor: 10, Window: "1h", Baseline: "7d", MinTokens: 10000}}, ""},
+		{"usage spike window under a minute", &AnomalySettings{UsageSpike: &UsageSpikeThreshold{Window: "30s"}}, "anomalies.usage_spike.window must be a duration from 1m to 7d"},
+		{"usage spike baseline shorter than its window", &AnomalySettings{UsageSpike: &UsageSpikeThreshold{Window: "2h", Baseline: "1h"}}, "anomalies.usage_spike.baseline must be a duration from the window (2h0m0s)"},
+		{"usage spike baseline past retention", &AnomalySettings{UsageSpike: &UsageSpikeThreshold{Baseline: "100d"}}, "anomalies.usage_spike.baseline"},
+		{"usage spike negative factor", &AnomalySettings{UsageSpike: &UsageSpikeThreshold{Factor: -2}}, "anomalies.usage_spike.factor"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -81,7 +81,7 @@ type Runtime struct {
 	assertions      assertionCache
 	inflight        inflight
 	metrics         *metrics.Set
-	meter           meter
+	meter           *meter // shared with the store across reloads (shared.go)
 	usageRetention  time.Duration
 
 	opts         Options       // what Open opens
@@ -120,6 +120,7 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 		denials:         newDenialThrottle(),
 		anomalies:       newAnomalies(),
 		assertions:      newAssertionCache(),
+		meter:           new(meter),
 	}
 	for _, e := range o.BootstrapAdmins {
 		rt.bootstrapAdmins[strings.ToLower(e)] = true
@@ -164,7 +165,7 @@ func New(ctx context.Context, o Options) (*Runtime, error) {
 // Close gives back what it opened, even when it failed halfway.
 func (rt *Runtime) Open(ctx context.Context) (err error) {
 	o := rt.opts
-	rt.Store, rt.releaseStore, err = acquireStore(ctx, o.Store.Driver, o.Store.DSN, time.Duration(o.StoreTimeout))
+	rt.Store, rt.meter, rt.releaseStore, err = acquireStore(ctx, o.Store.Driver, o.Store.DSN, time.Duration(o.StoreTimeout))
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -425,6 +426,7 @@ func (rt *Runtime) Start(ctx context.Context) {
 		{10 * time.Minute, 10 * time.Minute, rt.sweepSessions},
 		{countEvery, countEvery, rt.countForMetrics},
 		{meterFlushEvery, meterFlushEvery, rt.flushUsage},
+		{time.Second, time.Second, rt.checkUsageSpikes},
 	} {
 		run(func(ctx context.Context) { rt.every(ctx, task.withRedis, task.without, task.do) })
 	}

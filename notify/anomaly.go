@@ -20,8 +20,8 @@ import (
 const AnomalyEventPrefix = "anomaly."
 
 // AnomalyEvent is a security event for the admins (spec §8, access
-// patterns): Kind is "refusal_burst", "token_many_ips", "first_model_use" or
-// "login_failures"; Detail is what the audit event records.
+// patterns): Kind is "refusal_burst", "token_many_ips", "first_model_use",
+// "login_failures" or "usage_spike"; Detail is what the audit event records.
 type AnomalyEvent struct {
 	Kind   string         `json:"kind"`
 	Time   time.Time      `json:"time"`

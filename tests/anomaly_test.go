@@ -118,3 +118,74 @@ func anomalyEvents(t *testing.T, admin *client, kind string, want int, timeout t
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestAnomalyUsageSpike: with usage_spike set to 5 × the baseline over 1m
+// windows, a user whose tokens of the last minute are far above their mean
+// minute of the day before is reported once, with the numbers; a user below
+// min_tokens, one busy as usual, and one with no usage before are not.
+func TestAnomalyUsageSpike(t *testing.T) {
+	hook := newWebhookReceiver(t)
+	in := startInstance(t, instanceConfig{extraGlobal: fmt.Sprintf(`
+		notify {
+			webhook %s/hook hook-secret-123
+		}`, hook.URL)})
+	admin := activeClient(t, in, alice)
+	bobID := activeClient(t, in, bob).userID()
+	graceID := activeClient(t, in, grace).userID()
+	frankID := activeClient(t, in, frank).userID()
+	carolID := activeClient(t, in, carol).userID()
+
+	for _, bad := range []map[string]any{
+		{"window": "30s"},                   // shorter than a minute
+		{"window": "1h", "baseline": "10m"}, // a baseline shorter than its window
+		{"factor": -1},
+		{"min_tokens": -5},
+	} {
+		expectProblem(t, putSettings(admin, map[string]any{"roles": map[string]any{}, "anomalies": map[string]any{"usage_spike": bad}}),
+			http.StatusBadRequest, "validation_failed")
+	}
+
+	// The day before: bob 1,440 tokens (a mean of 1 a minute), frank
+	// 1,440,000 (1,000 a minute). The last minute: bob 2,000, frank 3,000,
+	// grace 900 (under min_tokens), carol 5,000 with no usage before (no
+	// baseline to compare with).
+	seedUsage(t, in,
+		usageMinute(12*time.Hour, bobID, "", "llama", 10, 440, 1000, 0),
+		usageMinute(12*time.Hour, frankID, "", "llama", 10, 440_000, 1_000_000, 0),
+		usageMinute(0, bobID, "", "llama", 4, 500, 1500, 0),
+		usageMinute(0, frankID, "", "llama", 4, 1000, 2000, 0),
+		usageMinute(0, graceID, "", "llama", 1, 400, 500, 0),
+		usageMinute(0, carolID, "", "llama", 1, 1000, 4000, 0),
+	)
+	if resp := putSettings(admin, map[string]any{"roles": map[string]any{},
+		"anomalies": map[string]any{"usage_spike": map[string]any{"factor": 5, "window": "1m", "baseline": "1d", "min_tokens": 1000}}}); resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT /api/settings: %d %s", resp.StatusCode, resp.body)
+	}
+
+	events := anomalyEvents(t, admin, "usage_spike", 1, 10*time.Second)
+	if len(events) != 1 {
+		t.Fatalf("%d anomaly.usage_spike events, want 1 (bob's): %v", len(events), events)
+	}
+	detail := events[0]["detail"].(map[string]any)
+	if events[0]["actor_id"] != bobID || detail["subject"] != bobID || detail["count"] != 2000.0 ||
+		detail["baseline"] != 1.0 || detail["factor"] != 5.0 || detail["window"] != "1m0s" {
+		t.Fatalf("event %v, want bob's 2000 tokens over a baseline of 1 (factor 5, window 1m0s)", events[0])
+	}
+	// The detector looks every second: a few more looks report nothing more.
+	if events := anomalyEvents(t, admin, "usage_spike", 0, 2500*time.Millisecond); len(events) != 1 {
+		t.Fatalf("after more checks, %d usage_spike events, want still 1: %v", len(events), events)
+	}
+	waitFor(t, 10*time.Second, "a webhook delivery of anomaly.usage_spike", func() string {
+		hook.mu.Lock()
+		defer hook.mu.Unlock()
+		var events []string
+		for _, d := range hook.deliveries {
+			if e := d.header.Get("X-Gatehouse-Event"); e == "anomaly.usage_spike" {
+				return ""
+			} else {
+				events = append(events, e)
+			}
+		}
+		return fmt.Sprint("deliveries: ", events)
+	})
+}
