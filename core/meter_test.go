@@ -110,7 +110,7 @@ func (s *usageStore) AddUsage(_ context.Context, minutes []store.UsageMinute) er
 // and the next one writes them together with what came in between.
 func TestFlushUsageKeepsWhatTheStoreRefused(t *testing.T) {
 	st := &usageStore{fail: errors.New("store down")}
-	rt := &Runtime{Store: st, Logger: zap.NewNop()}
+	rt := &Runtime{Store: st, Logger: zap.NewNop(), meter: new(meter)}
 	now := time.Now()
 	u := Usage{Time: now, UserID: "ann", RouteKind: "model", Status: 200, TotalTokens: 7}
 	rt.Meter(u)

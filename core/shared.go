@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -16,30 +17,48 @@ import (
 // once per process — the store's connection pool, the Redis client — is
 // shared between them through a caddy.UsagePool keyed by its configuration:
 // an unchanged store or Redis line keeps its connections across reloads.
+//
+// The usage meter is shared with its store: a request the old configuration
+// let through may end after that configuration stopped, and what it meters
+// then is written by the flush worker of the next one. When the last runtime
+// gives the store back, the meter is flushed once more before the store
+// closes.
 var (
 	sharedStores = caddy.NewUsagePool()
 	sharedRedis  = caddy.NewUsagePool()
 )
 
-type pooledStore struct{ store.Store }
+type pooledStore struct {
+	store.Store
+	meter *meter
+}
 
-func (p pooledStore) Destruct() error { return p.Store.Close() }
+func (p pooledStore) Destruct() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n, err := p.meter.flush(ctx, p.Store); err != nil {
+		caddy.Log().Named("gatehouse").Error("writing the last usage before the store closes; it is lost",
+			zap.Int("minutes", n), zap.Error(err))
+	}
+	return p.Store.Close()
+}
 
 // acquireStore opens the store, or shares the one another runtime of this
 // process opened with the same configuration; release gives it back.
-func acquireStore(ctx context.Context, driver, dsn string, timeout time.Duration) (st store.Store, release func(), err error) {
+func acquireStore(ctx context.Context, driver, dsn string, timeout time.Duration) (st store.Store, m *meter, release func(), err error) {
 	key := fmt.Sprintf("%s\x00%s\x00%s", driver, dsn, timeout)
 	v, _, err := sharedStores.LoadOrNew(key, func() (caddy.Destructor, error) {
 		st, err := openStore(ctx, driver, dsn, timeout)
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{st}, nil
+		return pooledStore{st, new(meter)}, nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return v.(pooledStore).Store, func() { _, _ = sharedStores.Delete(key) }, nil
+	p := v.(pooledStore)
+	return p.Store, p.meter, func() { _, _ = sharedStores.Delete(key) }, nil
 }
 
 type pooledRedis struct{ *redis.Client }

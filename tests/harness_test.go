@@ -80,6 +80,7 @@ type instanceConfig struct {
 	apiPrefix   string // the api_prefix, when not /api (set in extraGlobal too)
 	guardBlock  string // lines inside the site's gatehouse { } directive
 	upstream    string // the backend's address, instead of the recording backend
+	global      string // more lines of Caddy's global options
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -110,6 +111,7 @@ func (in *instance) caddyfile() string {
 	if in.cfg.https {
 		global += "\tlocal_certs\n\tskip_install_trust\n"
 	}
+	global += in.cfg.global
 	idp := fmt.Sprintf(`dev_idp {
 			user %s "Alice Admin"
 			user %s "Bob Builder"

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
@@ -115,4 +117,50 @@ func TestReloadKeepsTheStoreAndRedisConnections(t *testing.T) {
 	if kept == 0 {
 		t.Errorf("every Redis connection was replaced by the reloads: before %v, after %v", beforeRedis, afterRedis)
 	}
+}
+
+// TestReloadKeepsTheUsageOfARequestInFlight: a request the old
+// configuration let through and that ends after `caddy reload` stopped that
+// configuration is still metered: its usage reaches the store through the
+// next configuration's meter.
+func TestReloadKeepsTheUsageOfARequestInFlight(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"id":"chatcmpl-1","object":"chat.completion","model":"llama3","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":31,"total_tokens":42}}`)
+	}))
+	defer be.Close()
+	adminPort := freePort(t)
+	// With a grace period, Caddy stops the old configuration without
+	// waiting for the request to end.
+	in := startInstance(t, instanceConfig{adminPort: adminPort, upstream: strings.TrimPrefix(be.URL, "http://"),
+		global: "\tgrace_period 200ms\n"})
+	admin := activeClient(t, in, alice)
+	bobC := activeClient(t, in, bob)
+
+	answered := make(chan *response, 1)
+	go func() { answered <- bobC.do("POST", "/v1/chat/completions", chatBody) }()
+	<-arrived
+	reload := exec.Command(caddyBin, "reload", "--config", filepath.Join(in.dir, "Caddyfile"), "--adapter", "caddyfile",
+		"--address", "localhost:"+itoa(adminPort), "--force")
+	reload.Dir = in.dir
+	if out, err := reload.CombinedOutput(); err != nil {
+		t.Fatalf("caddy reload: %v\n%s", err, out)
+	}
+	// The old configuration is stopped and cleaned up; its request goes on.
+	close(release)
+	if r := <-answered; r.StatusCode != http.StatusOK {
+		t.Fatalf("the request in flight: %d %s", r.StatusCode, r.body)
+	}
+	waitFor(t, 5*time.Second, "the request's usage in /api/usage", func() string {
+		_, rows := usageRows(t, admin, "group_by=user&user_id="+bobC.userID())
+		for _, row := range rows {
+			if row["requests"] == 1.0 && row["total_tokens"] == 42.0 {
+				return ""
+			}
+		}
+		return fmt.Sprint(rows)
+	})
 }
