@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,13 +25,42 @@ type quotas struct {
 }
 
 // openQuotas keeps the counters in Redis when it is configured (shared by
-// every instance), in this instance otherwise.
+// every instance), in this instance otherwise, where a day's or a month's
+// counter starts from the stored usage of its window (usedSince): a restart
+// does not give a user their day again, and an instance that first counts
+// a user counts what the others had written by then.
 func (rt *Runtime) openQuotas() {
 	if rt.fanout != nil {
 		rt.quotas.counters = quota.NewRedis(rt.fanout.rdb, "gatehouse:quota:", time.Now)
 		return
 	}
-	rt.quotas.counters = quota.NewLocal(time.Now)
+	rt.quotas.counters = quota.NewLocal(time.Now, rt.usedSince)
+	if rt.opts.Store != nil && rt.opts.Store.Driver == "postgres" {
+		rt.Logger.Warn("no redis: quota counters are this instance's; with several instances each counts alone (configure redis to share them)")
+	}
+}
+
+// usedSince is the tokens the bucket (a user's or a token's) used from
+// start on, as the store has them.
+func (rt *Runtime) usedSince(ctx context.Context, bucket string, start time.Time) (int64, error) {
+	q := store.UsageQuery{From: start, GroupBy: "user"}
+	switch kind, id, _ := strings.Cut(bucket, ":"); kind {
+	case "user":
+		q.UserID = id
+	case "token":
+		q.TokenID = id
+	default:
+		return 0, fmt.Errorf("unknown quota bucket %q", bucket)
+	}
+	rows, err := rt.Store.QueryUsage(ctx, q)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, r := range rows {
+		n += r.TotalTokens
+	}
+	return n, nil
 }
 
 // setRoleLimits records the limits of the settings the policy was built with.

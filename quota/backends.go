@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -11,9 +12,16 @@ import (
 )
 
 // NewLocal keeps the counters in this instance: exact for one instance.
-func NewLocal(now func() time.Time) *Counters {
-	return &Counters{backend: &local{m: map[string]localCounter{}, now: now}, now: now}
+// seed, when not nil, gives a day's or a month's counter the tokens already
+// used in it (the stored usage) the first time the instance counts it, so
+// that a restart does not start those windows over.
+func NewLocal(now func() time.Time, seed Seed) *Counters {
+	return &Counters{backend: &local{m: map[string]localCounter{}, now: now, seed: seed}, now: now}
 }
+
+// Seed is the tokens a bucket ("user:<id>", "token:<jti>") used from start
+// to now.
+type Seed func(ctx context.Context, bucket string, start time.Time) (int64, error)
 
 // NewRedis keeps the counters in Redis, shared by every instance that uses
 // it, under keys that start with prefix.
@@ -32,9 +40,49 @@ type local struct {
 	m     map[string]localCounter
 	now   func() time.Time
 	sweep time.Time
+	seed  Seed
 }
 
-func (l *local) reserve(_ context.Context, cs []counter) (int, int64, []int64, error) {
+// seedMissing gives the day and month counters of cs this instance has not
+// counted yet what the seed says was used in their window. It reads
+// outside the lock; a counter another request created meanwhile is kept.
+func (l *local) seedMissing(ctx context.Context, cs []counter) error {
+	if l.seed == nil {
+		return nil
+	}
+	var missing []counter
+	l.mu.Lock()
+	for _, c := range cs {
+		if _, ok := l.m[c.key]; !ok && (c.win == TokensDay || c.win == TokensMonth) {
+			missing = append(missing, c)
+		}
+	}
+	l.mu.Unlock()
+	if len(missing) == 0 {
+		return nil
+	}
+	used := make([]int64, len(missing))
+	for i, c := range missing {
+		n, err := l.seed(ctx, c.bucket, c.start)
+		if err != nil {
+			return fmt.Errorf("reading the tokens %s used since %s: %w", c.bucket, c.start.Format(time.RFC3339), err)
+		}
+		used[i] = n
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, c := range missing {
+		if _, ok := l.m[c.key]; !ok {
+			l.m[c.key] = localCounter{value: used[i], end: c.end}
+		}
+	}
+	return nil
+}
+
+func (l *local) reserve(ctx context.Context, cs []counter) (int, int64, []int64, error) {
+	if err := l.seedMissing(ctx, cs); err != nil {
+		return 0, 0, nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -69,7 +117,10 @@ func (l *local) adjust(_ context.Context, cs []counter) error {
 	return nil
 }
 
-func (l *local) peek(_ context.Context, cs []counter) ([]int64, error) {
+func (l *local) peek(ctx context.Context, cs []counter) ([]int64, error) {
+	if err := l.seedMissing(ctx, cs); err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make([]int64, len(cs))

@@ -153,6 +153,7 @@ type counter struct {
 	key    string // backend key: bucket, window, window start
 	delta  int64  // what the reservation added
 	limit  int64
+	start  time.Time // when its window began (zero for concurrent requests)
 	end    time.Time // when the counter may be forgotten
 	win    Window
 }
@@ -234,7 +235,7 @@ func countersOf(buckets []Bucket, estimate int64, now time.Time) []counter {
 				k = strconv.AppendInt(append(k, ':'), start.Unix(), 10)
 			}
 			key := string(k)
-			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, end: end, win: w.window})
+			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, start: start, end: end, win: w.window})
 		}
 	}
 	return cs

@@ -46,7 +46,7 @@ func TestLimitsNarrowAndWithin(t *testing.T) {
 func backends(t *testing.T, f func(t *testing.T, c *Counters, clock *testclock.Clock)) {
 	t.Run("local", func(t *testing.T) {
 		clock := testclock.New(time.Date(2026, 12, 1, 10, 0, 30, 0, time.UTC))
-		f(t, NewLocal(clock.Now), clock)
+		f(t, NewLocal(clock.Now, nil), clock)
 	})
 	t.Run("redis", func(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
@@ -203,7 +203,7 @@ func TestLeftIsTheTightestBucket(t *testing.T) {
 // BenchmarkReserveSettle is the price of a limited request's reservation
 // and settlement on the instance's counters.
 func BenchmarkReserveSettle(b *testing.B) {
-	c := NewLocal(time.Now)
+	c := NewLocal(time.Now, nil)
 	buckets := []Bucket{{Key: "user:u", Limits: Limits{RequestsPerMinute: 1 << 40, TokensPerDay: 1 << 50}}}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -234,5 +234,49 @@ func BenchmarkReserveSettleRedis(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = r.Settle(ctx, 90)
+	}
+}
+
+// TestLocalSeedsDayAndMonthFromTheStore: the first time the local counters
+// count a bucket's day and month, they start from what the seed says was
+// used in each window (once per window); per-minute windows start at 0; a
+// seed that fails refuses with ErrUnavailable.
+func TestLocalSeedsDayAndMonthFromTheStore(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 12, 1, 10, 0, 30, 0, time.UTC))
+	var asked []string
+	var fail error
+	seed := func(_ context.Context, bucket string, start time.Time) (int64, error) {
+		asked = append(asked, bucket+" "+start.Format(time.RFC3339))
+		if fail != nil {
+			return 0, fail
+		}
+		if start.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) {
+			return 900, nil // today is the month's first day: day and month both saw 900
+		}
+		return 0, nil
+	}
+	c := NewLocal(clock.Now, seed)
+	b := []Bucket{{Key: "user:ann", Limits: Limits{TokensPerDay: 1000, TokensPerMonth: 5000, TokensPerMinute: 200}}}
+	res, err := c.Reserve(t.Context(), b, 100)
+	if err != nil {
+		t.Fatalf("100 tokens over 900 used of 1000 a day: %v", err)
+	}
+	left := map[Window]int64{}
+	for _, st := range res.Status {
+		left[st.Window] = st.Remaining
+	}
+	if want := map[Window]int64{TokensMinute: 100, TokensDay: 0, TokensMonth: 4000}; fmt.Sprint(left) != fmt.Sprint(want) {
+		t.Fatalf("remaining %v, want tokens/min 100, tokens/day 0, tokens/month 4000", left)
+	}
+	var ex *Exceeded
+	if _, err := c.Reserve(t.Context(), b, 1); !errors.As(err, &ex) || ex.Window != TokensDay || ex.Used != 1000 {
+		t.Fatalf("one more token: %v, want tokens_per_day exceeded at 1000", err)
+	}
+	if want := "[user:ann 2026-12-01T00:00:00Z user:ann 2026-12-01T00:00:00Z]"; fmt.Sprint(asked) != want {
+		t.Fatalf("seeded %v, want the day and the month once each: %s", asked, want)
+	}
+	fail = errors.New("store down")
+	if _, err := c.Reserve(t.Context(), []Bucket{{Key: "token:t1", Limits: Limits{TokensPerDay: 10}}}, 1); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a failing seed: %v, want ErrUnavailable", err)
 	}
 }

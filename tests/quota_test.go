@@ -140,6 +140,38 @@ func TestQuotaTokensPerDay(t *testing.T) {
 	}
 }
 
+// TestQuotaTokensPerDayHoldsAcrossARestart: without Redis the counters are
+// the instance's, and a day's counter starts from the stored usage: a
+// restart does not give the user their day again.
+func TestQuotaTokensPerDayHoldsAcrossARestart(t *testing.T) {
+	be := newUsageBackend(t, 400, 0)
+	in := startInstance(t, instanceConfig{upstream: be.addr()})
+	admin := in.newClient()
+	admin.signIn(alice, "")
+	bobC := activeClient(t, in, bob)
+	setRoleLimits(t, admin, map[string]any{"tokens_per_day": 1000})
+	for i := range 2 {
+		if r := bobC.do("POST", "/v1/chat/completions", chatBody); r.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i+1, r.StatusCode, r.body)
+		}
+	}
+	in.restart() // the last flush writes the 800 tokens
+	// 800 used: one more request (reserving about 130) is admitted, and
+	// its 400 tokens use the day up.
+	if r := bobC.do("POST", "/v1/chat/completions", chatBody); r.StatusCode != http.StatusOK {
+		t.Fatalf("the third request, after the restart: %d %s", r.StatusCode, r.body)
+	}
+	r := bobC.do("POST", "/v1/chat/completions", chatBody)
+	expectProblem(t, r, http.StatusTooManyRequests, "quota_exceeded")
+	if n := be.served.Load(); n != 3 {
+		t.Errorf("the backend served %d requests of 400 tokens under 1000 a day, want 3", n)
+	}
+	lim := bobC.get("/api/usage/limits").json(t)["limits"].(map[string]any)
+	if day, _ := lim["tokens_per_day"].(map[string]any); day == nil || day["remaining"] != 0.0 {
+		t.Errorf("/api/usage/limits = %v, want tokens_per_day with 0 left", lim)
+	}
+}
+
 // TestQuotasHoldAcrossInstances: three instances sharing Redis hold one
 // tokens_per_minute limit under fifty concurrent requests: what they admit
 // together passes the limit by at most one request's reservation.
