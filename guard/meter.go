@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,11 +24,19 @@ import (
 // last bytes only. When the request ends, the tap reads the backend's token
 // count from that tail (OpenAI's usage, Ollama's prompt_eval_count and
 // eval_count), or estimates it from the body sizes, and hands the meter one
-// record; the meter writes to the store in batches, never per request.
+// record; the meter writes to the store in batches, never per request. A
+// stream that reports its input tokens at its start and only its output
+// tokens at its end (Anthropic's message_start and message_delta) has its
+// start read too, once, before the tail lets it go.
 
 // tailSize bounds the copy of an answer's end the tap keeps (at least half
 // of it is the newest bytes): the usage is in the last object or chunk.
 const tailSize = 64 << 10
+
+// headSize bounds the start of an answer where the tap looks for the input
+// tokens of a stream whose last usage lacks them: Anthropic's message_start
+// is its first event.
+const headSize = 4 << 10
 
 // maxHeldEvent bounds the incomplete SSE event the tap holds back while it
 // drops the usage chunk the guard asked for; a longer event passes through
@@ -106,6 +113,10 @@ type tap struct {
 	held           []byte  // while filtering: the start of an event not yet complete
 	dropped        tokenCount
 	droppedOK      bool // dropped holds the usage chunk's count
+
+	headRead     bool  // the answer's start has been read for its input tokens
+	headPrompt   int64 // the input tokens of the first usage in it
+	headPromptOK bool
 }
 
 func (t *tap) Header() http.Header { return t.w.Header() }
@@ -190,12 +201,19 @@ func (t *tap) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 func (t *tap) Unwrap() http.ResponseWriter { return t.w }
 
 // keepTail appends b to the tail, keeping at most tailSize bytes and at
-// least the newest half of that.
+// least the newest half of that. Before the answer's start first leaves the
+// tail, it reads the input tokens there.
 func (t *tap) keepTail(b []byte) {
 	if t.tail == nil {
 		t.tail = tailPool.Get().(*[]byte)
 	}
 	tail := *t.tail
+	if !t.headRead && len(tail)+len(b) > tailSize {
+		n := min(max(headSize-len(tail), 0), len(b))
+		tail = append(tail, b[:n]...)
+		b = b[n:]
+		t.readHead(tail)
+	}
 	switch {
 	case len(b) >= tailSize:
 		tail = append(tail[:0], b[len(b)-tailSize:]...)
@@ -209,11 +227,26 @@ func (t *tap) keepTail(b []byte) {
 	*t.tail = tail
 }
 
+// readHead reads the input tokens of the first usage in the answer's start,
+// which b begins with.
+func (t *tap) readHead(b []byte) {
+	t.headRead = true
+	t.headPrompt, t.headPromptOK = firstPrompt(b[:min(len(b), headSize)])
+}
+
 // writeEvents passes complete SSE events on, except the usage chunk, and
 // holds back the start of an event not yet complete: an SSE client acts on
 // an event only once its blank line arrives, so nothing reaches it later
 // than it could be used.
 func (t *tap) writeEvents(b []byte) (int, error) {
+	// Most writes are whole events (reverse_proxy flushes each one) and no
+	// usage chunk: one scan of the write passes it.
+	if len(t.held) == 0 && endsAtEvent(b) && !isUsageChunk(b) {
+		if err := t.pass(b); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
 	data := b
 	if len(t.held) > 0 {
 		t.held = append(t.held, b...)
@@ -258,6 +291,21 @@ func (t *tap) pass(p []byte) error {
 	return err
 }
 
+// endsAtEvent reports whether b is whole events: eventEnd, from b's start
+// on, ends its last one at b's end. That holds when b ends with a blank line
+// (LF LF, or CRLF CRLF) after a byte that is neither CR nor LF; other ends
+// are left to eventEnd.
+func endsAtEvent(b []byte) bool {
+	n := len(b)
+	switch {
+	case n >= 3 && b[n-1] == '\n' && b[n-2] == '\n':
+		return b[n-3] != '\n' && b[n-3] != '\r'
+	case n >= 5 && b[n-1] == '\n' && b[n-2] == '\r' && b[n-3] == '\n' && b[n-4] == '\r':
+		return b[n-5] != '\n' && b[n-5] != '\r'
+	}
+	return false
+}
+
 // eventEnd is the length of the first SSE event in b, its blank line
 // included, or -1 when b holds no complete event. Lines end in LF or CRLF
 // (sse-starlette, behind llama-cpp-python and others, sends CRLF).
@@ -279,9 +327,11 @@ func eventEnd(b []byte) int {
 }
 
 // isUsageChunk reports whether an SSE event is the chunk include_usage adds:
-// empty choices and a usage object. It runs on every event of the stream,
+// empty choices and a usage object. It runs on every write of the stream,
 // so it looks for the two members by hand instead of decoding the event,
-// starting from the rare byte: an empty array's '['.
+// starting from the rare byte: an empty array's '['. On several events it
+// is true when one of them is the usage chunk (and may be otherwise: the
+// members may be in different events).
 func isUsageChunk(event []byte) bool {
 	for i := 0; i < len(event); {
 		j := bytes.IndexByte(event[i:], '[')
@@ -342,6 +392,15 @@ func (t *tap) finish(err error) core.Usage {
 		if !ok {
 			n, ok = readTailUsage(tail)
 		}
+		if ok && !n.hasPrompt {
+			if !t.headRead { // the tail still starts where the answer did
+				t.readHead(tail)
+			}
+			if t.headPromptOK {
+				n.prompt, n.hasPrompt = t.headPrompt, true
+				n.total = n.prompt + n.completion
+			}
+		}
 		if ok {
 			u.PromptTokens, u.CompletionTokens, u.TotalTokens = n.prompt, n.completion, n.total
 		} else {
@@ -360,7 +419,10 @@ func (t *tap) finish(err error) core.Usage {
 }
 
 // tokenCount is what a backend reported.
-type tokenCount struct{ prompt, completion, total int64 }
+type tokenCount struct {
+	prompt, completion, total int64
+	hasPrompt                 bool // the prompt count was reported
+}
 
 // usageWindow is how much of the tail's end readTailUsage reads first: the
 // last object or chunk, which carries the usage.
@@ -398,17 +460,33 @@ func readUsage(tail []byte) (tokenCount, bool) {
 	if !okPrompt && !okCompletion {
 		return tokenCount{}, false
 	}
-	return tokenCount{prompt, completion, prompt + completion}, true
+	return tokenCount{prompt, completion, prompt + completion, okPrompt}, true
+}
+
+// firstPrompt is the input tokens of the first usage member in head, when
+// it is an object that reports them (Anthropic's message_start). Only the
+// first counts: an OpenAI stream has a usage null in each chunk, and none of
+// them is worth reading.
+func firstPrompt(head []byte) (int64, bool) {
+	v := keyValue(head, 0, usageKey, isValueStart)
+	if v < 0 || head[v] != '{' {
+		return 0, false
+	}
+	n, ok := usageCounts(head[v:])
+	return n.prompt, ok && n.hasPrompt
 }
 
 // usageCounts reads the usage object b starts with: OpenAI's prompt_tokens,
 // completion_tokens and total_tokens (chat, completions, embeddings), or the
-// input_tokens and output_tokens of the Responses and Anthropic APIs. Other
-// members (prompt_tokens_details …) are skipped. It is read by hand: this
-// runs once per model request, and encoding/json would allocate.
+// input_tokens and output_tokens of the Responses and Anthropic APIs, where
+// Anthropic's cache_creation_input_tokens and cache_read_input_tokens add to
+// the prompt (OpenAI's prompt_tokens count cached tokens too). Other members
+// (prompt_tokens_details …) are skipped. It is read by hand: this runs once per model request, and
+// encoding/json would allocate.
 func usageCounts(b []byte) (tokenCount, bool) {
 	var n tokenCount
 	var found, haveTotal bool
+	var cached int64 // Anthropic's cache writes and reads, not in its input_tokens
 	i := skipSpace(b, 1)
 	if i < len(b) && b[i] == '}' {
 		return n, false
@@ -430,20 +508,27 @@ func usageCounts(b []byte) (tokenCount, bool) {
 		if j < 0 {
 			return n, false
 		}
-		if v, err := strconv.ParseInt(string(b[i:j]), 10, 64); err == nil {
+		if v, ok := parseCount(b[i:j]); ok {
 			switch string(key) {
 			case "prompt_tokens", "input_tokens":
-				n.prompt, found = v, true
+				n.prompt, n.hasPrompt, found = v, true, true
 			case "completion_tokens", "output_tokens":
 				n.completion, found = v, true
 			case "total_tokens":
 				n.total, found, haveTotal = v, true, true
+			case "cache_creation_input_tokens", "cache_read_input_tokens":
+				cached += v
 			}
 		}
 		switch i = skipSpace(b, j); {
 		case i >= len(b):
 			return n, false
 		case b[i] == '}':
+			if n.hasPrompt {
+				// The prompt the model read, as OpenAI's prompt_tokens
+				// counts it: cached tokens included.
+				n.prompt += cached
+			}
 			if !haveTotal {
 				n.total = n.prompt + n.completion
 			}
@@ -453,6 +538,23 @@ func usageCounts(b []byte) (tokenCount, bool) {
 		}
 		i = skipSpace(b, i+1)
 	}
+}
+
+// parseCount reads a token count: decimal digits, at most 18 of them (no
+// overflow). Unlike strconv.ParseInt it allocates nothing when b is no
+// number, as a null or an object member is.
+func parseCount(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if !isDigit(c) {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // stringEnd is the index just past the JSON string whose quote is at b[i],
@@ -517,6 +619,7 @@ var (
 
 func isObjectStart(c byte) bool { return c == '{' }
 func isDigit(c byte) bool       { return c >= '0' && c <= '9' }
+func isValueStart(byte) bool    { return true }
 
 // keyValue returns where the value of the first member named key after
 // b[from] starts, when its first byte passes accept; -1 when there is none.
@@ -550,7 +653,7 @@ func lastCount(b []byte, key []byte) (n int64, ok bool) {
 		for end < len(b) && isDigit(b[end]) {
 			end++
 		}
-		if c, err := strconv.ParseInt(string(b[v:end]), 10, 64); err == nil {
+		if c, okCount := parseCount(b[v:end]); okCount {
 			n, ok = c, true
 		}
 	}

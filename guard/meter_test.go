@@ -65,6 +65,9 @@ func TestTapMetersAnswers(t *testing.T) {
 		{name: "Responses API input and output tokens", contentType: "application/json",
 			writes: []string{`{"id":"r","output":[],"usage":{"input_tokens":3,"output_tokens":4}}`},
 			want:   core.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}},
+		{name: "Anthropic JSON with cached prompt tokens: they count as prompt", contentType: "application/json",
+			writes: []string{`{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":4,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":9}}`},
+			want:   core.Usage{PromptTokens: 2104, CompletionTokens: 9, TotalTokens: 2113}},
 		{name: "SSE with usage the client asked for: every chunk passes", contentType: "text/event-stream",
 			writes: openAIStream,
 			want:   core.Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}},
@@ -318,4 +321,49 @@ func BenchmarkTapStream(b *testing.B) {
 	}
 	writes = append(writes, []byte(sseChunk(finishChunk)), []byte(sseChunk(usageChunk)), []byte("data: [DONE]\n\n"))
 	benchTap(b, "text/event-stream", true, writes)
+}
+
+// TestEndsAtEventAgreesWithEventEnd: when endsAtEvent says a write is whole
+// events, eventEnd's scan ends its last event exactly at the write's end
+// (every string of up to 10 bytes of 'a', CR and LF), so passing the write
+// whole passes what the scan would have.
+func TestEndsAtEventAgreesWithEventEnd(t *testing.T) {
+	alphabet := []byte("a\r\n")
+	var check func(b []byte)
+	check = func(b []byte) {
+		if endsAtEvent(b) {
+			i := 0
+			for n := eventEnd(b[i:]); n >= 0; n = eventEnd(b[i:]) {
+				i += n
+			}
+			if i != len(b) {
+				t.Errorf("endsAtEvent(%q) but eventEnd's events end at %d", b, i)
+			}
+		}
+		if len(b) < 10 {
+			for _, c := range alphabet {
+				check(append(b, c))
+			}
+		}
+	}
+	check(nil)
+	for _, w := range []string{sseChunk(contentChunk), strings.ReplaceAll(sseChunk(contentChunk), "\n", "\r\n"), "data: [DONE]\n\n"} {
+		if !endsAtEvent([]byte(w)) {
+			t.Errorf("endsAtEvent(%q) = false, want the write passed whole", w)
+		}
+	}
+}
+
+// TestReadUsageAllocatesNothing: reading a usage object with members that
+// are no counts (details objects, strings, nulls) allocates nothing.
+func TestReadUsageAllocatesNothing(t *testing.T) {
+	answer := []byte(`{"choices":[],"usage":{"prompt_tokens":19,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":null},"completion_tokens":10,"completion_tokens_details":{"reasoning_tokens":0},"total_tokens":29,"service_tier":"default"}}`)
+	var n tokenCount
+	var ok bool
+	if allocs := testing.AllocsPerRun(100, func() { n, ok = readUsage(answer) }); allocs != 0 {
+		t.Errorf("readUsage allocated %v times", allocs)
+	}
+	if !ok || n.prompt != 19 || n.completion != 10 || n.total != 29 {
+		t.Errorf("readUsage = %+v, %v; want 19+10=29", n, ok)
+	}
 }

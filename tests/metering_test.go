@@ -34,6 +34,9 @@ type streamAsk struct {
 const (
 	openAIPrompt, openAICompletion = 7, 5
 	ollamaPrompt, ollamaCompletion = 9, 4
+	// Anthropic's stream reports the input tokens in message_start and the
+	// output tokens in message_delta.
+	anthropicPrompt, anthropicCompletion = 23, 17
 	// embeddingAnswer reports no usage: its tokens are estimated.
 	embeddingAnswer = `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.5,0.25]}],"model":"nomic-embed"}` + "\n"
 )
@@ -61,6 +64,36 @@ func openAIEvents(usageAsked bool) []string {
 			openAIPrompt, openAICompletion, openAIPrompt+openAICompletion))
 	}
 	return append(events, "data: [DONE]\n\n")
+}
+
+// anthropicEvents are the events of the stand-in's Messages stream, as the
+// Anthropic API sends them: message_start (with the input tokens), a text
+// block of deltas text deltas, message_delta (with the output tokens only),
+// message_stop.
+func anthropicEvents(model string, deltas int) []string {
+	event := func(name, data string) string { return "event: " + name + "\ndata: " + data + "\n\n" }
+	events := []string{
+		event("message_start", fmt.Sprintf(`{"type":"message_start","message":{"id":"msg_01m","type":"message","role":"assistant","model":%q,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":%d,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":1,"service_tier":"standard"}}}`, model, anthropicPrompt)),
+		event("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`),
+		event("ping", `{"type": "ping"}`),
+	}
+	for range deltas {
+		events = append(events, event("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"metered "}}`))
+	}
+	return append(events,
+		event("content_block_stop", `{"type":"content_block_stop","index":0}`),
+		event("message_delta", fmt.Sprintf(`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":%d}}`, anthropicCompletion)),
+		event("message_stop", `{"type":"message_stop"}`))
+}
+
+// anthropicDeltas is how many text deltas the stand-in streams for a model:
+// a long stream puts its message_start far behind the 64 KiB the guard
+// keeps of an answer's end.
+func anthropicDeltas(model string) int {
+	if model == "claude-long" {
+		return 2000
+	}
+	return 3
 }
 
 func (b *meteredBackend) serve(w http.ResponseWriter, r *http.Request) {
@@ -108,6 +141,18 @@ func (b *meteredBackend) serve(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 		io.WriteString(w, final)
+	case "/v1/messages":
+		if !streaming {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"msg_01m","type":"message","role":"assistant","model":%q,"content":[{"type":"text","text":"metered answer"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":%d,"output_tokens":%d}}`+"\n",
+				req.Model, anthropicPrompt, anthropicCompletion)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		for _, ev := range anthropicEvents(req.Model, anthropicDeltas(req.Model)) {
+			io.WriteString(w, ev)
+			flusher.Flush()
+		}
 	case "/v1/embeddings":
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, embeddingAnswer)
@@ -254,5 +299,62 @@ func TestMeterStreamUsageOff(t *testing.T) {
 	})
 	if n := estimatedRequests(t, in, "llama3"); n != 1 {
 		t.Errorf("%d requests flagged estimated, want 1", n)
+	}
+}
+
+// TestMeterCountsAnthropicStreams: an Anthropic Messages stream through
+// Gatehouse reaches the client unchanged, and the usage API shows exactly
+// the input tokens of its message_start and the output tokens of its
+// message_delta, however long the stream (spec §8).
+func TestMeterCountsAnthropicStreams(t *testing.T) {
+	be := startMeteredBackend(t)
+	in := startInstance(t, instanceConfig{upstream: be.addr})
+	bobC := activeClient(t, in, bob)
+	token := createToken(t, bobC, map[string]any{"name": "metered", "kind": "personal"})["token"].(string)
+	messages := []map[string]string{{"role": "user", "content": "count me"}}
+	for _, model := range []string{"claude-short", "claude-long"} {
+		body := map[string]any{"model": model, "max_tokens": 1024, "messages": messages, "stream": true}
+		r := bearer(t, in, "POST", "/v1/messages", token, mustJSON(t, body), "anthropic-version", "2023-06-01")
+		if want := strings.Join(anthropicEvents(model, anthropicDeltas(model)), ""); r.StatusCode != http.StatusOK || r.text() != want {
+			t.Fatalf("%s stream: the client saw %d, %d bytes; want 200 and exactly the %d bytes the backend sent", model, r.StatusCode, len(r.body), len(want))
+		}
+	}
+	body := map[string]any{"model": "claude-json", "max_tokens": 1024, "messages": messages}
+	if r := bearer(t, in, "POST", "/v1/messages", token, mustJSON(t, body), "anthropic-version", "2023-06-01"); r.StatusCode != http.StatusOK {
+		t.Fatalf("JSON message: %d %s", r.StatusCode, r.body)
+	}
+
+	want := map[string]string{}
+	for _, model := range []string{"claude-short", "claude-long", "claude-json"} {
+		want[model] = fmt.Sprintf("requests 1, tokens %d+%d=%d", anthropicPrompt, anthropicCompletion, anthropicPrompt+anthropicCompletion)
+	}
+	waitFor(t, 5*time.Second, "the Anthropic tokens in GET /api/usage?group_by=model", func() string {
+		resp := bobC.get("/api/usage?group_by=model")
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Sprintf("%d %s", resp.StatusCode, resp.body)
+		}
+		var page struct {
+			Rows []struct {
+				Key              string `json:"key"`
+				Requests         int64  `json:"requests"`
+				PromptTokens     int64  `json:"prompt_tokens"`
+				CompletionTokens int64  `json:"completion_tokens"`
+				TotalTokens      int64  `json:"total_tokens"`
+			} `json:"rows"`
+		}
+		if err := json.Unmarshal(resp.body, &page); err != nil {
+			return err.Error()
+		}
+		got := map[string]string{}
+		for _, row := range page.Rows {
+			got[row.Key] = fmt.Sprintf("requests %d, tokens %d+%d=%d", row.Requests, row.PromptTokens, row.CompletionTokens, row.TotalTokens)
+		}
+		if !maps.Equal(got, want) {
+			return fmt.Sprintf("got %v, want %v", got, want)
+		}
+		return ""
+	})
+	if n := estimatedRequests(t, in, "claude-long"); n != 0 {
+		t.Errorf("claude-long: %d requests flagged estimated, want 0", n)
 	}
 }
