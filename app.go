@@ -89,8 +89,10 @@ func (a *App) applyDefaults() {
 	if a.PagesPrefix == "" {
 		a.PagesPrefix = "/gatehouse"
 	}
-	if a.OIDC != nil && len(a.OIDC.Scopes) == 0 {
-		a.OIDC.Scopes = []string{"openid", "email", "profile"}
+	for _, p := range a.Providers() {
+		if len(p.Scopes) == 0 {
+			p.Scopes = []string{"openid", "email", "profile"}
+		}
 	}
 	if a.SigningAlgorithm == "" {
 		a.SigningAlgorithm = "ES256"

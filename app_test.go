@@ -228,6 +228,18 @@ func TestValidateRejects(t *testing.T) {
 		{"missing oidc", func(a *App) { a.OIDC = nil }, "gatehouse: oidc is required (or dev_idp for trying Gatehouse out)"},
 		{"oidc without issuer", func(a *App) { a.OIDC.Issuer = "" }, "gatehouse: oidc: issuer is required"},
 		{"oidc without client_id", func(a *App) { a.OIDC.ClientID = "" }, "gatehouse: oidc: client_id is required"},
+		{"a named provider without issuer", func(a *App) {
+			a.OIDCProviders = []*identity.RPConfig{{Name: "partners", ClientID: "gh"}}
+		}, "gatehouse: oidc partners: issuer is required"},
+		{"a provider named twice", func(a *App) {
+			a.OIDCProviders = []*identity.RPConfig{{Name: "corp", Issuer: "https://a.example", ClientID: "gh"}, {Name: "corp", Issuer: "https://b.example", ClientID: "gh"}}
+		}, "gatehouse: oidc corp: configured twice"},
+		{"a provider name unfit for a URL", func(a *App) {
+			a.OIDCProviders = []*identity.RPConfig{{Name: "Corp SSO", Issuer: "https://a.example", ClientID: "gh"}}
+		}, "gatehouse: oidc Corp SSO: a provider's name is 1 to 32 of a-z, 0-9, - and _"},
+		{"two providers of one issuer", func(a *App) {
+			a.OIDCProviders = []*identity.RPConfig{{Name: "again", Issuer: a.OIDC.Issuer, ClientID: "other"}}
+		}, "gatehouse: oidc again: issuer https://accounts.example.com is oidc default's too"},
 		{"dev_idp without users", func(a *App) { a.OIDC, a.DevIdP = nil, &devidp.Config{} }, "gatehouse: dev_idp: at least one user is required"},
 		{"dev_idp beside oidc", func(a *App) { a.DevIdP = &devidp.Config{Users: []devidp.User{{Email: "alice@example.com"}}} },
 			"gatehouse: dev_idp and oidc are both configured"},

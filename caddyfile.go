@@ -54,7 +54,13 @@ func init() {
 //		signing_algorithm    ES256|EdDSA|RS256
 //		key_prepublish       <duration>
 //		usage_retention      <duration>   # default 90d
+//		request_ttl          <duration>   # default 30d; a pending access request expires past it
 //		quota_fail_open                   # let requests through when the quota counters are unreachable
+//		break_glass {
+//			user <email...>                # may invoke without a sealed code
+//			role <role>                    # default admin
+//			ttl  <duration>                # default 1h, at most 4h
+//		}
 //		notify {
 //			webhook <url> <secret>
 //			smtp {
@@ -102,8 +108,23 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"max_staleness":        durationArg(&a.MaxStaleness),
 		"store_timeout":        durationArg(&a.StoreTimeout),
 		"usage_retention":      durationArg(&a.UsageRetention),
+		"request_ttl":          durationArg(&a.RequestTTL),
 		"quota_fail_open":      flagArg(&a.QuotaFailOpen),
 		"notify":               a.unmarshalNotify,
+		"break_glass":          a.unmarshalBreakGlass,
+	})
+}
+
+func (a *App) unmarshalBreakGlass(d *caddyfile.Dispenser) error {
+	if a.BreakGlass != nil {
+		return d.Err("gatehouse: break_glass is configured twice")
+	}
+	b := new(core.BreakGlassConfig)
+	a.BreakGlass = b
+	return parseBlock(d, "gatehouse: break_glass", map[string]subdirective{
+		"user": appendArgs(&b.Users),
+		"role": stringArg(&b.Role),
+		"ttl":  durationArg(&b.TTL),
 	})
 }
 
@@ -152,10 +173,27 @@ func (a *App) unmarshalStore(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// unmarshalOIDC reads `oidc { … }` (the default provider) or `oidc NAME
+// { … }`, which may be repeated.
 func (a *App) unmarshalOIDC(d *caddyfile.Dispenser) error {
 	o := new(identity.RPConfig)
-	a.OIDC = o
+	switch args := d.RemainingArgs(); len(args) {
+	case 0:
+		if a.OIDC != nil {
+			return d.Err("oidc without a name is configured twice; give each provider a name: oidc NAME { … }")
+		}
+		a.OIDC = o
+	case 1:
+		if strings.ContainsAny(args[0], ":/") {
+			return d.Errf("oidc %s: that is the provider's name; its issuer goes inside the block (oidc NAME { issuer %s … })", args[0], args[0])
+		}
+		o.Name = args[0]
+		a.OIDCProviders = append(a.OIDCProviders, o)
+	default:
+		return d.ArgErr()
+	}
 	return parseBlock(d, "gatehouse: oidc", map[string]subdirective{
+		"title":         stringArg(&o.Title),
 		"issuer":        stringArg(&o.Issuer),
 		"client_id":     stringArg(&o.ClientID),
 		"client_secret": stringArg(&o.ClientSecret),

@@ -128,6 +128,31 @@ func TestUnmarshalCaddyfileBuildsTheApp(t *testing.T) {
 			}},
 		},
 		{
+			name: "several named providers beside the unnamed one",
+			input: `gatehouse {
+				oidc {
+					issuer    https://accounts.example.com
+					client_id gatehouse
+				}
+				oidc partners {
+					title     "Partner sign-in"
+					issuer    https://partners.example.com
+					client_id gh
+				}
+				oidc staff {
+					issuer    https://staff.example.com
+					client_id gh
+				}
+			}`,
+			want: core.Options{
+				OIDC: &identity.RPConfig{Issuer: "https://accounts.example.com", ClientID: "gatehouse"},
+				OIDCProviders: []*identity.RPConfig{
+					{Name: "partners", Title: "Partner sign-in", Issuer: "https://partners.example.com", ClientID: "gh"},
+					{Name: "staff", Issuer: "https://staff.example.com", ClientID: "gh"},
+				},
+			},
+		},
+		{
 			name:  "oidc without a block is an empty registration for Validate to reject",
 			input: "gatehouse {\n oidc\n public_url https://a.example\n}",
 			want:  core.Options{OIDC: &identity.RPConfig{}, PublicURL: "https://a.example"},
@@ -243,6 +268,16 @@ func TestUnmarshalCaddyfileRejects(t *testing.T) {
 			wantErr: []string{"gatehouse: oidc: unrecognized subdirective client"},
 		},
 		{
+			name:    "two unnamed oidc blocks",
+			input:   gatehouseBlock("oidc {\n issuer https://a.example\n}\noidc {\n issuer https://b.example\n}"),
+			wantErr: []string{"oidc without a name is configured twice"},
+		},
+		{
+			name:    "oidc with two names",
+			input:   gatehouseBlock("oidc a b {\n issuer https://a.example\n}"),
+			wantErr: []string{"wrong argument count"},
+		},
+		{
 			name:    "unknown dev_idp subdirective",
 			input:   gatehouseBlock("dev_idp {", "users alice@example.com", "}"),
 			wantErr: []string{"gatehouse: dev_idp: unrecognized subdirective users"},
@@ -273,7 +308,7 @@ func TestUnmarshalCaddyfileRejects(t *testing.T) {
 		{name: "session_lifetime bad duration", input: gatehouseBlock("session_lifetime forever"), wantErr: []string{`gatehouse: bad duration "forever"`}},
 		{name: "session_idle_timeout bad duration", input: gatehouseBlock("session_idle_timeout 10"), wantErr: []string{`gatehouse: bad duration "10"`}},
 		{name: "session_idle_timeout with two arguments", input: gatehouseBlock("session_idle_timeout 1h 2h"), wantErr: []string{"wrong argument count"}},
-		{name: "oidc with an argument", input: gatehouseBlock("oidc https://idp.example {", "client_id x", "}"), wantErr: []string{"wrong argument count"}},
+		{name: "oidc with the issuer for a name", input: gatehouseBlock("oidc https://idp.example {", "client_id x", "}"), wantErr: []string{"oidc https://idp.example: that is the provider's name; its issuer goes inside the block"}},
 		{name: "oidc issuer without argument", input: gatehouseBlock("oidc {", "issuer", "}"), wantErr: []string{"wrong argument count", "'issuer'"}},
 		{name: "oidc client_id with two arguments", input: gatehouseBlock("oidc {", "client_id a b", "}"), wantErr: []string{"wrong argument count"}},
 		{name: "oidc client_secret without argument", input: gatehouseBlock("oidc {", "client_secret", "}"), wantErr: []string{"wrong argument count", "'client_secret'"}},

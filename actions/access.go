@@ -53,24 +53,18 @@ func (a *Actions) RequestAccess(r *http.Request, route string, in AccessRequest)
 	if in.Name == "" {
 		in.Name = sub.User.Name
 	}
-	audit := a.rt.StoreEvent(r, core.AuditEvent{Type: "access.requested", ActorID: sub.User.ID, TargetID: sub.User.ID,
-		Detail: map[string]any{"requested_role": in.RequestedRole}})
-	req, err := a.rt.Store.CreateAccessRequest(r.Context(), store.AccessRequest{
-		User:          store.RequestUser{ID: sub.User.ID},
+	req, err := a.rt.CreateAccessRequest(r.Context(), r, sub, store.AccessRequest{
 		Name:          in.Name,
 		Team:          in.Team,
 		Purpose:       in.Purpose,
 		RequestedRole: in.RequestedRole,
-		Status:        store.RequestPending,
-		CreatedAt:     time.Now().UTC(),
-	}, audit)
+	})
 	if errors.Is(err, store.ErrConflict) {
 		return store.AccessRequest{}, refusal.Conflict("already_pending", "you already have a pending access request")
 	}
 	if err != nil {
 		return store.AccessRequest{}, fmt.Errorf("create access request: %w", err)
 	}
-	a.rt.LogEvent(audit)
 	return req, nil
 }
 
@@ -185,9 +179,9 @@ func (a *Actions) AccessRequests(r *http.Request, route, status string) ([]store
 	switch status {
 	case "":
 		status = store.RequestPending
-	case store.RequestPending, store.RequestApproved, store.RequestDenied, "all":
+	case store.RequestPending, store.RequestApproved, store.RequestDenied, store.RequestExpired, "all":
 	default:
-		return nil, refusal.Validation("status must be pending, approved, denied or all")
+		return nil, refusal.Validation("status must be pending, approved, denied, expired or all")
 	}
 	reqs, err := a.rt.Store.ListAccessRequests(r.Context(), status)
 	if reqs == nil {

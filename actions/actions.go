@@ -64,6 +64,7 @@ func (a *Actions) Authorize(r *http.Request, route string, target *policy.Target
 		return nil, err
 	}
 	if dec.Allow {
+		a.rt.AuditBreakGlassRequest(r, sub)
 		return sub, nil
 	}
 	return nil, a.refuse(r, sub, invalid, dec)
@@ -84,6 +85,9 @@ func (a *Actions) refuse(r *http.Request, sub *core.Subject, invalid bool, dec p
 		return refusal.New(http.StatusUnauthorized, "unauthenticated", "Authentication required", "sign in first")
 	}
 	a.rt.AuditDenial(r, sub, dec.Code, dec.Reason)
+	if dec.Code == policy.CodeInsufficientAuthentication && dec.StepUp != nil {
+		return refusal.InsufficientAuthentication(dec.StepUp.Name, dec.Reason, dec.StepUp.ACR, dec.StepUp.MaxAgeS)
+	}
 	code := dec.Code
 	if code == "" || code == "unauthenticated" {
 		code = "forbidden"

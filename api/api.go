@@ -57,6 +57,10 @@ func New(rt *core.Runtime, pages Pages) *API {
 		{"GET /api/access/requests", a.listRequests},
 		{"PUT /api/access/{id}/approve", a.review(true)},
 		{"PUT /api/access/{id}/deny", a.review(false)},
+		{"POST /api/elevations", a.postElevation},
+		{"GET /api/elevations", a.listElevations},
+		{"PUT /api/elevations/{id}/approve", a.reviewElevation(true)},
+		{"PUT /api/elevations/{id}/deny", a.reviewElevation(false)},
 		{"GET /api/users", a.listUsers},
 		{"GET /api/users/{id}", a.getUser},
 		{"PUT /api/users/{id}/role", a.setRole},
@@ -75,6 +79,9 @@ func New(rt *core.Runtime, pages Pages) *API {
 		{"GET /api/tokens", a.listTokens},
 		{"DELETE /api/tokens/{id}", a.deleteToken},
 		{"POST /api/keys/rotate", a.rotateKeys},
+		{"POST /api/break-glass", a.invokeBreakGlass},
+		{"GET /api/break-glass", a.listBreakGlass},
+		{"POST /api/break-glass/{id}/acknowledge", a.acknowledgeBreakGlass},
 		{"GET /api/health", a.health},
 	}
 	for _, rt := range routes {
@@ -86,7 +93,7 @@ func New(rt *core.Runtime, pages Pages) *API {
 	// Paths Gatehouse owns answer 404/405 themselves instead of falling
 	// through to the backend; everything else under the prefix (an Ollama
 	// backend's /api/chat, say) is the backend's.
-	for _, p := range []string{"/api/auth/", "/api/access/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/usage", "/api/usage/", "/api/health"} {
+	for _, p := range []string{"/api/auth/", "/api/access/", "/api/elevations", "/api/elevations/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/usage", "/api/usage/", "/api/break-glass", "/api/break-glass/", "/api/health"} {
 		a.mux.HandleFunc(a.apiPath(p), a.serve("", unknownRoute))
 	}
 	if pages != nil {

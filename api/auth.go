@@ -1,11 +1,14 @@
 package api
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,16 +22,44 @@ import (
 	"github.com/gatehouse/gatehouse/store"
 )
 
-// login starts the authorization-code flow: a sealed login-state cookie, then
-// the IdP (303), or its URL as JSON for clients that ask for JSON.
+// login starts the authorization-code flow at the provider ?idp= names (or
+// the only one): a sealed login-state cookie, then the IdP (303), or its URL
+// as JSON for clients that ask for JSON. With several providers and none
+// named, a browser goes to the sign-in page to choose, and a JSON client
+// gets the choices.
 func (a *API) login(w http.ResponseWriter, r *http.Request, route string) error {
-	rd := r.URL.Query().Get("rd")
-	if r.Method == http.MethodPost && rd == "" {
+	q := r.URL.Query()
+	rd, idp := q.Get("rd"), q.Get("idp")
+	if r.Method == http.MethodPost {
 		r.Body = http.MaxBytesReader(w, r.Body, actions.MaxBodyBytes)
-		rd = r.PostFormValue("rd")
+		rd, idp = cmp.Or(rd, r.PostFormValue("rd")), cmp.Or(idp, r.PostFormValue("idp"))
 	}
 	rd = identity.SafeRedirect(rd)
-	authURL, ls, err := a.rt.RP.Begin(r.Context(), rd)
+	providers := a.rt.Providers()
+	var rp *identity.RP
+	switch {
+	case idp != "":
+		if rp = a.rt.Provider(idp); rp == nil {
+			return refusal.New(http.StatusBadRequest, "unknown_idp", "Unknown identity provider",
+				"no identity provider is named "+strconv.Quote(truncate(idp, 40))+"; the sign-in page lists them")
+		}
+	case len(providers) == 1:
+		rp = providers[0]
+	case acceptsJSON(r):
+		writeJSON(w, http.StatusOK, map[string]any{"providers": a.rt.LoginChoices(rd)})
+		return nil
+	default:
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, a.rt.PagesPrefix+"/sign-in?rd="+url.QueryEscape(rd), http.StatusSeeOther)
+		return nil
+	}
+	// A step-up (stepup.go in core) asks the provider for the sign-in a
+	// rule needs; an unknown rule name is a plain sign-in.
+	var stepUp *identity.StepUp
+	if name := q.Get("step_up"); name != "" {
+		stepUp = a.rt.StepUpRule(name)
+	}
+	authURL, ls, err := rp.Begin(r.Context(), rd, stepUp)
 	if errors.Is(err, identity.ErrMisconfigured) {
 		a.rt.Logger.Error("sign-in is misconfigured", zap.Error(err))
 		return errMisconfigured
@@ -100,7 +131,15 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	if err := identity.CheckState(ls, state); err != nil {
 		return fail(failed(http.StatusBadRequest, "login_state_invalid", "the sign-in response does not belong to this browser; please sign in again"), err)
 	}
-	claims, err := a.rt.RP.Finish(r.Context(), ls, q.Get("code"))
+	rp := a.rt.Provider(ls.Provider)
+	if rp == nil && len(a.rt.Providers()) == 1 && ls.Provider == "" {
+		rp = a.rt.Providers()[0] // a login begun before a provider had a name
+	}
+	if rp == nil {
+		return fail(failed(http.StatusBadRequest, "login_state_invalid", "this sign-in was begun at a provider that is no longer configured; please sign in again"),
+			fmt.Errorf("login state names provider %q", ls.Provider))
+	}
+	claims, err := rp.Finish(r.Context(), ls, q.Get("code"))
 	switch {
 	case errors.Is(err, identity.ErrMisconfigured):
 		return fail(errMisconfigured, err)
@@ -109,10 +148,16 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	case err != nil:
 		return fail(failed(http.StatusBadRequest, "login_failed", "the identity provider's answer could not be verified; please sign in again"), err)
 	}
+	if ok, missing := ls.StepUp.Satisfied(claims.ACR, claims.AMR, claims.AuthTime, time.Now()); !ok {
+		return fail(failed(http.StatusUnauthorized, "step_up_failed", "your identity provider did not confirm "+missing+
+			", which the page you asked for needs (step-up "+ls.StepUp.Rule+"); you are still signed in as before"),
+			fmt.Errorf("step-up %s: the ID token has acr %q, amr %v, auth_time %s", ls.StepUp.Rule, claims.ACR, claims.AMR, claims.AuthTime))
+	}
 	ctx := r.Context()
 	user, err := a.rt.Store.RecordLogin(ctx, store.LoginInfo{
 		Issuer:         claims.Issuer,
 		Subject:        claims.Subject,
+		Provider:       rp.Name(),
 		Email:          claims.Email,
 		Name:           claims.Name,
 		BootstrapAdmin: a.rt.IsBootstrapAdmin(claims.Email),
@@ -121,20 +166,24 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 	if err != nil {
 		return err
 	}
+	if user, err = a.rt.ApplySignInRules(ctx, r, user, claims, rp.Name()); err != nil {
+		return err
+	}
 	a.rt.InvalidateUser(user.ID)
 	// Whatever session this browser had before is ended, so a planted cookie
 	// never becomes a signed-in session (session fixation).
 	if err := a.rt.EndSession(ctx, r); err != nil {
 		return err
 	}
-	cookie, _, err := a.rt.Sessions.Create(ctx, user.ID, claims.RawIDToken)
+	cookie, _, err := a.rt.Sessions.Create(ctx, user.ID, claims.RawIDToken,
+		store.AuthContext{ACR: claims.ACR, AMR: claims.AMR, AuthTime: claims.AuthTime})
 	if err != nil {
 		return err
 	}
 	a.rt.Metrics().Login(metrics.LoginOK)
 	a.rt.LoginSucceeded(r)
 	a.rt.Audit(ctx, r, core.AuditEvent{Type: "login", ActorID: user.ID, TargetID: user.ID,
-		Detail: map[string]any{"status": user.Status, "role": user.Role}})
+		Detail: map[string]any{"status": user.Status, "role": user.Role, "provider": rp.Name()}})
 	http.SetCookie(w, identity.ClearLoginCookie(a.rt.Secure, state))
 	http.SetCookie(w, cookie)
 	w.Header().Set("Cache-Control", "no-store")
@@ -151,6 +200,7 @@ func (a *API) callback(w http.ResponseWriter, r *http.Request, route string) err
 func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) error {
 	ctx := r.Context()
 	var hint string
+	var rp *identity.RP
 	sub, _, err := a.acts.Identify(r)
 	if err != nil {
 		return err
@@ -160,14 +210,15 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, route string) error
 			return err
 		}
 		hint = sub.Session.IDTokenHint
+		rp = a.rt.ProviderOf(sub.User.Issuer)
 		if err := a.rt.Logout(ctx, r, sub); err != nil {
 			return err
 		}
 	}
 	http.SetCookie(w, a.rt.Sessions.ClearCookie())
 	if isFormPost(r) {
-		if hint != "" {
-			if u := a.rt.RP.EndSessionURL(ctx, hint, a.rt.PublicURL.String()+"/"); u != "" && a.pages != nil {
+		if hint != "" && rp != nil {
+			if u := rp.EndSessionURL(ctx, hint, a.rt.PublicURL.String()+"/"); u != "" && a.pages != nil {
 				a.pages.SignOutPage(w, u)
 				return nil
 			}

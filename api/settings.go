@@ -34,8 +34,10 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 			"send If-Match with the ETag of GET /api/settings, so a concurrent change is not overwritten")
 	}
 	var in struct {
-		Roles     *map[string]core.RoleSetting `json:"roles"`
-		Anomalies *core.AnomalySettings        `json:"anomalies"`
+		Roles       *map[string]core.RoleSetting `json:"roles"`
+		Anomalies   *core.AnomalySettings        `json:"anomalies"`
+		SignInRules []core.SignInRule            `json:"sign_in_rules"`
+		StepUp      []core.StepUpRule            `json:"step_up"`
 	}
 	if err := decodeJSON(w, r, &in, false); err != nil {
 		return err
@@ -43,7 +45,7 @@ func (a *API) putSettings(w http.ResponseWriter, r *http.Request, route string) 
 	if in.Roles == nil || *in.Roles == nil {
 		return refusal.Validation(`the body must be an object with "roles" (an object of roles; {} removes every custom role)`)
 	}
-	s := core.Settings{Roles: *in.Roles, Anomalies: in.Anomalies}
+	s := core.Settings{Roles: *in.Roles, Anomalies: in.Anomalies, SignInRules: in.SignInRules, StepUp: in.StepUp}
 	version, err := a.acts.ReplaceSettings(r, route, s, unquoteETag(ifMatch))
 	return writeSettings(w, s, version, err)
 }

@@ -95,6 +95,9 @@ type AccessDecision struct {
 	Comment   string
 	ExpiresAt *time.Time // the end of a temporary grant
 	Now       time.Time
+	// Rule and Sync name the sign-in rule that decided (signin.go).
+	Rule string
+	Sync bool
 }
 
 // DecideAccess records a reviewer's decision on a pending request: the
@@ -119,8 +122,11 @@ func (rt *Runtime) DecideAccess(ctx context.Context, r *http.Request, reviewer *
 	if err != nil {
 		return store.AccessRequest{}, fmt.Errorf("notification for %s: %w", req.ID, err)
 	}
-	audit := rt.StoreEvent(r, AuditEvent{Type: event, ActorID: reviewer.User.ID, TargetID: req.User.ID,
-		Detail: map[string]any{"request_id": req.ID, "role": d.Role, "comment": d.Comment}})
+	detail := map[string]any{"request_id": req.ID, "role": d.Role, "comment": d.Comment}
+	if d.Rule != "" {
+		detail["rule"], detail["sync"] = d.Rule, d.Sync
+	}
+	audit := rt.StoreEvent(r, AuditEvent{Type: event, ActorID: reviewer.User.ID, TargetID: req.User.ID, Detail: detail})
 	result, err := rt.Store.DecideAccessRequest(ctx, store.Decision{
 		RequestID:  req.ID,
 		Approve:    d.Approve,

@@ -43,7 +43,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	if cacheable {
 		key = newDecisionKey(d.Subject, method, reqPath, d.Model)
 		if dec, ok := rt.decisions.get(engine, key); ok {
-			return dec, nil
+			return enforceStepUp(dec, d.Subject, time.Now()), nil
 		}
 	}
 	if folded == "" {
@@ -75,6 +75,9 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 			Role:   s.User.Role,
 			Status: s.User.Status,
 			Auth:   s.Auth,
+			// AuthContext is for custom rules; a policy that reads it is
+			// not cached (policy.decisionsCacheable).
+			AuthContext: authContextOf(s),
 		}
 		if t := s.Token; t != nil {
 			in.Subject.Token = &policy.Token{ID: t.ID, Kind: t.Kind, Scope: t.Scope, Models: t.Models}
@@ -87,7 +90,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	if cacheable {
 		rt.decisions.put(engine, key, dec)
 	}
-	return dec, nil
+	return enforceStepUp(dec, d.Subject, time.Now()), nil
 }
 
 // CleanPath is the path the policy and the guard's routes see: "//secret",

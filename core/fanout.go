@@ -33,7 +33,7 @@ const (
 
 // fanoutEvent is one change announced to the other instances.
 type fanoutEvent struct {
-	Kind string `json:"kind"` // revoke, revocations, user, session, settings, keys
+	Kind string `json:"kind"` // revoke, revocations, user, session, settings, keys, break_glass
 	ID   string `json:"id,omitempty"`
 	Exp  int64  `json:"exp,omitempty"` // revoke: the token's expiry (unix seconds)
 	From string `json:"from"`          // the announcing instance, which skips its own events
@@ -170,6 +170,7 @@ func (rt *Runtime) catchUp(ctx context.Context) {
 	rt.refreshRevocations(ctx)
 	rt.reloadKeys(ctx)
 	rt.checkSettings(ctx)
+	rt.followBreakGlass(ctx)
 	rt.recheckInflight()
 }
 
@@ -188,6 +189,10 @@ func (rt *Runtime) apply(ctx context.Context, ev fanoutEvent) {
 	case "settings":
 		if err := rt.loadPolicy(ctx); err != nil {
 			rt.Logger.Error("settings announced over redis do not make a valid policy; keeping the previous one", zap.Error(err))
+		}
+	case "break_glass":
+		if err := rt.loadBreakGlass(ctx); err != nil {
+			rt.Logger.Warn("reading the break-glass grants after an announcement", zap.Error(err))
 		}
 	case "keys":
 		if err := rt.Keys.Reload(ctx); err != nil {

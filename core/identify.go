@@ -27,6 +27,9 @@ type Subject struct {
 	Auth    string // "session" or "token"
 	Session *store.Session
 	Token   *TokenInfo
+	// BreakGlass is the session's active emergency grant (breakglass.go);
+	// User.Role is then the grant's role when it ranks higher.
+	BreakGlass *store.BreakGlassGrant
 }
 
 // Identify finds the request's subject. A failing store is ErrUnavailable,
@@ -58,7 +61,9 @@ func (rt *Runtime) Identify(r *http.Request) (*Subject, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Subject{User: user, Auth: "session", Session: &sess}, nil
+	sub := &Subject{User: user, Auth: "session", Session: &sess}
+	rt.applyBreakGlass(sub)
+	return sub, nil
 }
 
 // applyGrantExpiry moves a user whose temporary grant has ended back to pending.

@@ -179,7 +179,8 @@ func (rt *Runtime) authorityEnded(ctx context.Context, e *inflightEntry, fresh b
 		current = *u
 	}
 	now := *sub
-	now.User = current
+	now.User, now.BreakGlass = current, nil
+	rt.applyBreakGlass(&now)
 	d := e.dec
 	d.Subject = &now
 	dec, err := rt.Decide(e.r, d)

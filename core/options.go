@@ -28,8 +28,12 @@ type Options struct {
 	// Redis (redis://host:port/db) announces revocations, user changes, key
 	// rotations and settings to the other instances at once.
 	Redis string `json:"redis,omitempty"`
-	// OIDC is the organisation's OpenID provider. Ignored when DevIdP is set.
+	// OIDC is the organisation's OpenID provider (the unnamed oidc block,
+	// named "default").
 	OIDC *identity.RPConfig `json:"oidc,omitempty"`
+	// OIDCProviders are more providers, each with a name (oidc NAME { … }):
+	// the sign-in page lets the person choose (spec §10).
+	OIDCProviders []*identity.RPConfig `json:"oidc_providers,omitempty"`
 	// DevIdP turns on the built-in development OpenID provider under /dev-idp.
 	DevIdP *devidp.Config `json:"dev_idp,omitempty"`
 	// BootstrapAdmins are emails approved as admin at their first sign-in.
@@ -69,9 +73,15 @@ type Options struct {
 	// UsageRetention is how long per-minute usage is kept (default 90d,
 	// DefaultUsageRetention); older minutes are deleted daily.
 	UsageRetention caddy.Duration `json:"usage_retention,omitempty"`
+	// RequestTTL is how long an access request waits for review (default
+	// 30d, DefaultRequestTTL, at least 1h); past it the request expires.
+	RequestTTL caddy.Duration `json:"request_ttl,omitempty"`
 	// QuotaFailOpen lets requests through, logged at error, when the quota
 	// counters cannot be reached; by default they are refused (503).
 	QuotaFailOpen bool `json:"quota_fail_open,omitempty"`
+	// BreakGlass says who may invoke emergency access besides the holders
+	// of a sealed one-time code, with which role and for how long (spec §10).
+	BreakGlass *BreakGlassConfig `json:"break_glass,omitempty"`
 
 	// Logger is the app's, not configured.
 	Logger *zap.Logger `json:"-"`
@@ -117,14 +127,17 @@ func (o *Options) ExpandPlaceholders(expand func(string) string) {
 	if o.Store != nil {
 		o.Store.ExpandPlaceholders(expand)
 	}
-	if o.OIDC != nil {
-		o.OIDC.ExpandPlaceholders(expand)
+	for _, p := range o.Providers() {
+		p.ExpandPlaceholders(expand)
 	}
 	if o.DevIdP != nil {
 		o.DevIdP.ExpandPlaceholders(expand)
 	}
 	if o.Notify != nil {
 		o.Notify.ExpandPlaceholders(expand)
+	}
+	if o.BreakGlass != nil {
+		o.BreakGlass.ExpandPlaceholders(expand)
 	}
 }
 
@@ -143,6 +156,7 @@ func (o *Options) Validate() error {
 		o.validateTimeouts,
 		o.validateSecret,
 		o.validateNotify,
+		o.validateBreakGlass,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -189,23 +203,78 @@ func (o *Options) validateRedis() error {
 	return nil
 }
 
-// validateProvider requires exactly one identity provider.
+// DefaultProvider is the name of the unnamed oidc block, and of dev_idp.
+const DefaultProvider = "default"
+
+// Providers are the configured OpenID providers, the unnamed one first.
+func (o *Options) Providers() []*identity.RPConfig {
+	var out []*identity.RPConfig
+	if o.OIDC != nil {
+		out = append(out, o.OIDC)
+	}
+	return append(out, o.OIDCProviders...)
+}
+
+// validProviderName is a name fit for ?idp= and a page: lower-case letters,
+// digits, - and _, at most 32.
+func validProviderName(n string) bool {
+	if n == "" || len(n) > 32 {
+		return false
+	}
+	for _, c := range n {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// validateProvider requires dev_idp or at least one oidc provider, each
+// named once and each with an issuer of its own: users are keyed by
+// (issuer, subject), so two providers of one issuer would share people.
 func (o *Options) validateProvider() error {
+	providers := o.Providers()
 	switch {
-	case o.DevIdP != nil && o.OIDC != nil:
+	case o.DevIdP != nil && len(providers) > 0:
 		return errors.New("dev_idp and oidc are both configured: dev_idp would replace the real provider; keep one")
 	case o.DevIdP != nil:
 		if err := o.DevIdP.Validate(); err != nil {
 			return fmt.Errorf("dev_idp: %w", err)
 		}
-	case o.OIDC == nil:
+		return nil
+	case len(providers) == 0:
 		return errors.New("oidc is required (or dev_idp for trying Gatehouse out)")
-	default:
-		if err := o.OIDC.Validate(); err != nil {
-			return fmt.Errorf("oidc: %w", err)
+	}
+	names, issuers := map[string]bool{}, map[string]string{}
+	for _, p := range providers {
+		name, directive := ProviderName(p), "oidc "+p.Name
+		if p.Name == "" {
+			directive = "oidc"
 		}
+		if !validProviderName(name) {
+			return fmt.Errorf("%s: a provider's name is 1 to 32 of a-z, 0-9, - and _", directive)
+		}
+		if names[name] {
+			return fmt.Errorf("%s: configured twice", directive)
+		}
+		names[name] = true
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", directive, err)
+		}
+		if other, ok := issuers[p.Issuer]; ok {
+			return fmt.Errorf("%s: issuer %s is oidc %s's too; people are known by issuer and subject, so each provider needs its own issuer", directive, p.Issuer, other)
+		}
+		issuers[p.Issuer] = name
 	}
 	return nil
+}
+
+// ProviderName is p's name; the unnamed oidc block's is DefaultProvider.
+func ProviderName(p *identity.RPConfig) string {
+	if p.Name == "" {
+		return DefaultProvider
+	}
+	return p.Name
 }
 
 func (o *Options) validatePrefixes() error {
@@ -280,6 +349,9 @@ func (o *Options) validateTimeouts() error {
 	if o.UsageRetention != 0 && o.UsageRetention < caddy.Duration(24*time.Hour) {
 		return errors.New("usage_retention must be at least 1d")
 	}
+	if o.RequestTTL != 0 && o.RequestTTL < caddy.Duration(time.Hour) {
+		return errors.New("request_ttl must be at least 1h")
+	}
 	if o.MaxStaleness != 0 && o.MaxStaleness < caddy.Duration(15*time.Second) {
 		// The store is re-read every 0.5 s, or every 5 s with Redis: a smaller
 		// bound would refuse good tokens between two reads.
@@ -303,6 +375,51 @@ func (o *Options) validateNotify() error {
 		return fmt.Errorf("notify: %w", err)
 	}
 	return nil
+}
+
+func (o *Options) validateBreakGlass() error {
+	if o.BreakGlass == nil {
+		return nil
+	}
+	if err := o.BreakGlass.Validate(); err != nil {
+		return fmt.Errorf("break_glass: %w", err)
+	}
+	return nil
+}
+
+// BreakGlassConfig is the break_glass block: the people who may invoke
+// emergency access without a sealed code, the role it grants and for how
+// long (break_glass_ttl of the spec).
+type BreakGlassConfig struct {
+	// Users are the emails of the named users.
+	Users []string `json:"users,omitempty"`
+	// Role is the role granted (default admin, DefaultBreakGlassRole).
+	Role string `json:"role,omitempty"`
+	// TTL is how long a grant lasts (default 1h, DefaultBreakGlassTTL; at
+	// most MaxBreakGlassTTL).
+	TTL caddy.Duration `json:"ttl,omitempty"`
+}
+
+// Validate rejects a grant longer than MaxBreakGlassTTL and users that are
+// not email addresses.
+func (c *BreakGlassConfig) Validate() error {
+	if c.TTL < 0 || (c.TTL > 0 && c.TTL < caddy.Duration(time.Minute)) || c.TTL > caddy.Duration(MaxBreakGlassTTL) {
+		return fmt.Errorf("ttl %s must be between 1m and %s", time.Duration(c.TTL), MaxBreakGlassTTL)
+	}
+	for _, u := range c.Users {
+		if !strings.Contains(u, "@") {
+			return fmt.Errorf("user %q must be an email address", u)
+		}
+	}
+	return nil
+}
+
+// ExpandPlaceholders passes each configured string through expand.
+func (c *BreakGlassConfig) ExpandPlaceholders(expand func(string) string) {
+	c.Role = expand(c.Role)
+	for i := range c.Users {
+		c.Users[i] = expand(c.Users[i])
+	}
 }
 
 // tokenLifetimes is the longest life of each token kind — the defaults, as

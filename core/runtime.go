@@ -48,7 +48,7 @@ type Runtime struct {
 
 	Store       store.Store
 	Sessions    *identity.Sessions
-	RP          *identity.RP
+	providers   []*identity.RP // the OpenID providers, the configured order (providers.go)
 	DevIdP      *devidp.Provider
 	LoginSealer *keys.Sealer
 	Keys        *keys.Ring
@@ -67,6 +67,7 @@ type Runtime struct {
 	decisions       decisionCache
 	denials         denialThrottle
 	anomalies       *anomalies
+	breakGlass      breakGlassGrants // the active emergency grants (breakglass.go)
 	policyPaths     []string
 	policyMu        sync.Mutex    // one policy build and switch at a time: settings, routes, files
 	policyFiles     *policy.Files // the files the current policy was built from (policyMu)
@@ -198,13 +199,16 @@ func (rt *Runtime) Open(ctx context.Context) (err error) {
 	if err := rt.loadPolicy(ctx); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
+	if err := rt.loadBreakGlass(ctx); err != nil {
+		return err
+	}
 
 	rt.Sessions = identity.NewSessions(rt.Store, identity.SessionConfig{
 		Lifetime:    time.Duration(o.SessionLifetime),
 		IdleTimeout: time.Duration(o.SessionIdleTimeout),
 		Secure:      rt.Secure,
 	}, time.Now)
-	if rt.RP, err = rt.relyingParty(o); err != nil {
+	if rt.providers, err = rt.relyingParties(o); err != nil {
 		return err
 	}
 	rt.notifier = notify.NewWorker(rt.Notify, rt.Store, rt.Logger.Named("notify"), notify.WithResults(rt.metrics.Delivery))
@@ -330,21 +334,27 @@ func checkFilePath(path string) error {
 	}
 }
 
-// relyingParty is the OIDC client of the configured provider, or of the
-// development one, which it starts.
-func (rt *Runtime) relyingParty(o Options) (*identity.RP, error) {
-	var cfg identity.RPConfig
-	if o.OIDC != nil {
-		cfg = *o.OIDC
-	}
-	cfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
-	cfg.Logger = rt.Logger.Named("oidc")
+// relyingParties are the OIDC clients of the configured providers, or of
+// the development one, which it starts.
+func (rt *Runtime) relyingParties(o Options) ([]*identity.RP, error) {
 	if o.DevIdP != nil {
+		cfg := identity.RPConfig{Name: DevIdPProvider, Title: "Development sign-in"}
+		cfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
+		cfg.Logger = rt.Logger.Named("oidc")
 		if err := rt.setUpDevIdP(o, &cfg); err != nil {
 			return nil, err
 		}
+		return []*identity.RP{identity.NewRP(cfg)}, nil
 	}
-	return identity.NewRP(cfg), nil
+	var rps []*identity.RP
+	for _, p := range o.Providers() {
+		cfg := *p
+		cfg.Name = ProviderName(p)
+		cfg.RedirectURL = o.PublicURL + o.APIPrefix + "/auth/callback"
+		cfg.Logger = rt.Logger.Named("oidc").With(zap.String("provider", cfg.Name))
+		rps = append(rps, identity.NewRP(cfg))
+	}
+	return rps, nil
 }
 
 // setUpDevIdP starts the development provider and points the relying party
@@ -424,9 +434,12 @@ func (rt *Runtime) Start(ctx context.Context) {
 		{5 * time.Second, 5 * time.Second, rt.writeTokenUsage},
 		{time.Minute, time.Minute, rt.followCreators},
 		{10 * time.Minute, 10 * time.Minute, rt.sweepSessions},
+		{time.Minute, time.Minute, rt.expireRequests},
+		{elevationEvery, elevationEvery, rt.expireElevations},
 		{countEvery, countEvery, rt.countForMetrics},
 		{meterFlushEvery, meterFlushEvery, rt.flushUsage},
 		{time.Second, time.Second, rt.checkUsageSpikes},
+		{5 * time.Second, time.Second, rt.followBreakGlass},
 	} {
 		run(func(ctx context.Context) { rt.every(ctx, task.withRedis, task.without, task.do) })
 	}

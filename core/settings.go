@@ -33,6 +33,11 @@ type Settings struct {
 	Roles map[string]RoleSetting `json:"roles"`
 	// Anomalies are the thresholds of the security events (anomaly.go).
 	Anomalies *AnomalySettings `json:"anomalies,omitempty"`
+	// SignInRules map the claims of a sign-in to a role and a verdict
+	// (signin_rules.go).
+	SignInRules []SignInRule `json:"sign_in_rules,omitempty"`
+	// StepUp names what needs a stronger sign-in (stepup.go).
+	StepUp []StepUpRule `json:"step_up,omitempty"`
 }
 
 // RoleSetting is one role of the settings.
@@ -297,12 +302,25 @@ func (rt *Runtime) compilePolicy(ctx context.Context, files *policy.Files, s Set
 		}
 		opts.Data["roles"] = roles
 	}
+	if len(s.StepUp) > 0 {
+		opts.Data["step_up"] = stepUpData(s.StepUp)
+	}
+	if len(s.SignInRules) > 0 {
+		rules, err := signInRulesData(s.SignInRules)
+		if err != nil {
+			return nil, err
+		}
+		opts.Data["sign_in_rules"] = rules
+	}
 	engine, err := policy.New(ctx, opts)
 	if err != nil {
-		if len(s.Roles) == 0 {
+		if len(s.Roles) == 0 && len(s.SignInRules) == 0 && len(s.StepUp) == 0 {
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSettings, err)
+	}
+	if err := rt.checkSignInRoles(engine, s.SignInRules); err != nil {
+		return nil, err
 	}
 	ranks := engine.Roles()
 	names := slices.Sorted(maps.Keys(s.Roles))
@@ -335,6 +353,12 @@ func (rt *Runtime) compilePolicy(ctx context.Context, files *policy.Files, s Set
 
 func validateSettings(s Settings) error {
 	if err := s.Anomalies.Validate(); err != nil {
+		return err
+	}
+	if err := validateSignInRules(s.SignInRules); err != nil {
+		return err
+	}
+	if err := validateStepUpRules(s.StepUp); err != nil {
 		return err
 	}
 	names := make([]string, 0, len(s.Roles))

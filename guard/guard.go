@@ -166,6 +166,17 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		g.unavailable(w, r, err)
 		return nil
 	}
+	if !dec.Allow && dec.Code == policy.CodeInsufficientAuthentication && dec.StepUp != nil {
+		d.end(dec.Code)
+		g.rt.AuditDenial(r, sub, dec.Code, dec.Reason)
+		if isBrowserNavigation(r) {
+			http.Redirect(w, r, g.rt.StepUpLoginURL(sub, dec.StepUp.Name, r.URL.RequestURI()), http.StatusSeeOther)
+		} else {
+			g.answer(w, r, refusal.InsufficientAuthentication(dec.StepUp.Name, dec.Reason, dec.StepUp.ACR, dec.StepUp.MaxAgeS))
+		}
+		g.meterRefusal(sub, model, route, start, http.StatusUnauthorized)
+		return nil
+	}
 	if !dec.Allow {
 		d.end(dec.Code)
 		g.refuse(w, r, sub, dec.Code, dec.Reason)
@@ -173,6 +184,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		return nil
 	}
 	d.end(metrics.Allowed) // by the policy: a quota refusal is counted as one
+	g.rt.AuditBreakGlassRequest(r, sub)
 	res, refused := g.reserveQuota(w, r, sub)
 	if refused != 0 {
 		g.meterRefusal(sub, model, route, start, refused)

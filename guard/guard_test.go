@@ -134,7 +134,7 @@ func (f *fixture) approve(u store.User, role string, expires *time.Time) store.U
 // session signs u in and returns the session cookie.
 func (f *fixture) session(u store.User) *http.Cookie {
 	f.t.Helper()
-	c, _, err := f.rt.Sessions.Create(context.Background(), u.ID, "")
+	c, _, err := f.rt.Sessions.Create(context.Background(), u.ID, "", store.AuthContext{})
 	if err != nil {
 		f.t.Fatalf("create session: %v", err)
 	}

@@ -57,11 +57,13 @@ func loginCookieName(secure bool, state string) string {
 // sealedLoginState is the cookie's plaintext; the field names are short
 // because the whole cookie must fit comfortably in a header.
 type sealedLoginState struct {
-	State    string `json:"s"`
-	Nonce    string `json:"n"`
-	Verifier string `json:"v"`
-	Redirect string `json:"r"`
-	Expires  int64  `json:"e"` // Unix seconds
+	Provider string  `json:"p,omitempty"`
+	StepUp   *StepUp `json:"u,omitempty"`
+	State    string  `json:"s"`
+	Nonce    string  `json:"n"`
+	Verifier string  `json:"v"`
+	Redirect string  `json:"r"`
+	Expires  int64   `json:"e"` // Unix seconds
 }
 
 // SealLoginState returns the cookie that carries ls to the callback. It is
@@ -70,6 +72,8 @@ type sealedLoginState struct {
 // another purpose under the same key is refused.
 func SealLoginState(s Sealer, ls LoginState, secure bool) (*http.Cookie, error) {
 	plaintext, err := json.Marshal(sealedLoginState{
+		Provider: ls.Provider,
+		StepUp:   ls.StepUp,
 		State:    ls.State,
 		Nonce:    ls.Nonce,
 		Verifier: ls.Verifier,
@@ -126,6 +130,8 @@ func openLoginCookie(s Sealer, c *http.Cookie, now time.Time) (LoginState, error
 		return LoginState{}, fmt.Errorf("%w: decode: %w", ErrLoginStateInvalid, err)
 	}
 	ls := LoginState{
+		Provider: sls.Provider,
+		StepUp:   sls.StepUp,
 		State:    sls.State,
 		Nonce:    sls.Nonce,
 		Verifier: sls.Verifier,

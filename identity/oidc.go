@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,6 +81,11 @@ const (
 // registration at the organisation's provider, as configured (the oidc
 // block); the fields without a JSON key are filled in by the runtime.
 type RPConfig struct {
+	// Name picks the provider in /api/auth/login?idp=NAME and names it on
+	// the user record; the unnamed oidc block is "default".
+	Name string `json:"name,omitempty"`
+	// Title is what the sign-in page's chooser shows; default: Name.
+	Title        string `json:"title,omitempty"`
 	Issuer       string `json:"issuer,omitempty"`
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
@@ -105,6 +112,8 @@ func (c *RPConfig) Validate() error {
 
 // ExpandPlaceholders passes each configured string through expand.
 func (c *RPConfig) ExpandPlaceholders(expand func(string) string) {
+	c.Name = expand(c.Name)
+	c.Title = expand(c.Title)
 	c.Issuer = expand(c.Issuer)
 	c.ClientID = expand(c.ClientID)
 	c.ClientSecret = expand(c.ClientSecret)
@@ -156,6 +165,20 @@ func NewRP(cfg RPConfig) *RP {
 	}
 	return &RP{cfg: cfg, client: client, log: log, now: time.Now}
 }
+
+// Name is the provider's name (RPConfig.Name).
+func (rp *RP) Name() string { return rp.cfg.Name }
+
+// Title is what the sign-in page shows for the provider.
+func (rp *RP) Title() string {
+	if rp.cfg.Title != "" {
+		return rp.cfg.Title
+	}
+	return rp.cfg.Name
+}
+
+// Issuer is the provider's configured issuer.
+func (rp *RP) Issuer() string { return rp.cfg.Issuer }
 
 // Ready performs discovery, or reuses a successful one, and reports whether
 // the IdP can be used.
@@ -267,6 +290,10 @@ func (rp *RP) newDiscovered(ctx context.Context) (*discovered, error) {
 
 // LoginState is what the callback needs to finish a login begun by Begin.
 type LoginState struct {
+	Provider string // the name of the provider the login was begun at
+	// StepUp is what the sign-in must prove (acr, amr, a fresh
+	// authentication), when it was begun to step up; nil otherwise.
+	StepUp   *StepUp
 	State    string
 	Nonce    string
 	Verifier string // PKCE code verifier
@@ -274,21 +301,68 @@ type LoginState struct {
 	Expires  time.Time
 }
 
+// StepUp is an authentication context a sign-in is asked for (spec §10):
+// one of ACR (sent as acr_values), every AMR value, and an authentication at
+// most MaxAge old (sent as max_age, with prompt=login so the provider asks
+// again).
+type StepUp struct {
+	Rule   string        `json:"rule,omitempty"`
+	ACR    []string      `json:"acr,omitempty"`
+	AMR    []string      `json:"amr,omitempty"`
+	MaxAge time.Duration `json:"max_age,omitempty"`
+}
+
+// Satisfied reports whether auth meets s at now; the reason names what is
+// missing.
+func (s *StepUp) Satisfied(acr string, amr []string, authTime, now time.Time) (bool, string) {
+	if s == nil {
+		return true, ""
+	}
+	if len(s.ACR) > 0 && !slices.Contains(s.ACR, acr) {
+		return false, "an authentication of class " + strings.Join(s.ACR, " or ")
+	}
+	for _, m := range s.AMR {
+		if !slices.Contains(amr, m) {
+			return false, "an authentication with " + strings.Join(s.AMR, " and ")
+		}
+	}
+	if s.MaxAge > 0 && (authTime.IsZero() || now.Sub(authTime) > s.MaxAge+maxAgeSkew) {
+		return false, "a sign-in within the last " + s.MaxAge.String()
+	}
+	return true, ""
+}
+
+// maxAgeSkew is how much the provider's clock may differ from ours.
+const maxAgeSkew = 30 * time.Second
+
 // Begin starts a login: it returns the IdP's authorization URL and the state
-// to keep (sealed) until the callback. redirect is made safe with SafeRedirect.
-func (rp *RP) Begin(ctx context.Context, redirect string) (string, LoginState, error) {
+// to keep (sealed) until the callback. redirect is made safe with
+// SafeRedirect. A step-up asks the provider for its authentication context.
+func (rp *RP) Begin(ctx context.Context, redirect string, stepUp *StepUp) (string, LoginState, error) {
 	d, err := rp.discover(ctx)
 	if err != nil {
 		return "", LoginState{}, err
 	}
 	ls := LoginState{
+		Provider: rp.cfg.Name,
 		State:    randomToken(),
 		Nonce:    randomToken(),
 		Verifier: oauth2.GenerateVerifier(),
 		Redirect: SafeRedirect(redirect),
 		Expires:  rp.now().Add(loginStateLifetime).Truncate(time.Second).UTC(), // the cookie keeps whole seconds
 	}
-	authURL := d.oauth.AuthCodeURL(ls.State, oidc.Nonce(ls.Nonce), oauth2.S256ChallengeOption(ls.Verifier))
+	opts := []oauth2.AuthCodeOption{oidc.Nonce(ls.Nonce), oauth2.S256ChallengeOption(ls.Verifier)}
+	if stepUp != nil {
+		ls.StepUp = stepUp
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+		if len(stepUp.ACR) > 0 {
+			opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(stepUp.ACR, " ")))
+		}
+		if stepUp.MaxAge > 0 {
+			opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(int64(stepUp.MaxAge/time.Second), 10)))
+		}
+	}
+	authURL := d.oauth.AuthCodeURL(ls.State, opts...)
 	return authURL, ls, nil
 }
 
@@ -300,16 +374,27 @@ type Claims struct {
 	EmailVerified bool
 	Name          string
 	RawIDToken    string
+	// Raw are every claim of the ID token and of userinfo (the ID token's
+	// win), for the sign-in rules: groups, roles, any claim.
+	Raw map[string]any
+	// ACR, AMR and AuthTime are how the provider authenticated the person
+	// (the ID token's acr, amr and auth_time, else its iat).
+	ACR      string
+	AMR      []string
+	AuthTime time.Time
 }
 
 // profileClaims are the standard claims Gatehouse reads from the ID token
 // and, when they are missing there, from the userinfo endpoint.
 type profileClaims struct {
-	Subject           string       `json:"sub"`
-	Email             string       `json:"email"`
-	EmailVerified     flexibleBool `json:"email_verified"`
-	Name              string       `json:"name"`
-	PreferredUsername string       `json:"preferred_username"`
+	Subject           string          `json:"sub"`
+	ACR               string          `json:"acr"`
+	AMR               flexibleStrings `json:"amr"`
+	AuthTime          int64           `json:"auth_time"`
+	Email             string          `json:"email"`
+	EmailVerified     flexibleBool    `json:"email_verified"`
+	Name              string          `json:"name"`
+	PreferredUsername string          `json:"preferred_username"`
 }
 
 // complete reports whether nothing Gatehouse uses is missing.
@@ -358,19 +443,34 @@ func (rp *RP) Finish(ctx context.Context, ls LoginState, code string) (Claims, e
 	}
 
 	var pc profileClaims
+	raw := map[string]any{}
 	if err := idToken.Claims(&pc); err != nil {
 		return Claims{}, fmt.Errorf("%w: decode ID token claims: %w", ErrLoginRejected, err)
 	}
-	// Many IdPs put profile and email claims only in userinfo once an access
-	// token is issued (OIDC Core 5.4), so fill the gaps from there.
-	if !pc.complete() && d.provider.UserInfoEndpoint() != "" && token.AccessToken != "" {
-		if err := rp.fillFromUserInfo(ctx, d, token, idToken.Subject, &pc); err != nil {
+	if err := idToken.Claims(&raw); err != nil {
+		return Claims{}, fmt.Errorf("%w: decode ID token claims: %w", ErrLoginRejected, err)
+	}
+	// Many IdPs put profile and email claims, and groups, only in userinfo
+	// once an access token is issued (OIDC Core 5.4), so read it too. The
+	// profile cannot do without it when the ID token lacks a part of it;
+	// otherwise a userinfo that fails only leaves its extra claims out.
+	if d.provider.UserInfoEndpoint() != "" && token.AccessToken != "" {
+		err := rp.fillFromUserInfo(ctx, d, token, idToken.Subject, &pc, raw)
+		switch {
+		case err != nil && !pc.complete():
 			return Claims{}, err
+		case err != nil:
+			rp.log.Warn("userinfo failed; signing in with the ID token's claims alone", zap.String("issuer", rp.cfg.Issuer), zap.Error(err))
 		}
 	}
 
 	claims := pc.claims()
-	claims.Issuer, claims.Subject, claims.RawIDToken = idToken.Issuer, idToken.Subject, rawIDToken
+	claims.Issuer, claims.Subject, claims.RawIDToken, claims.Raw = idToken.Issuer, idToken.Subject, rawIDToken, raw
+	claims.ACR, claims.AMR, claims.AuthTime = pc.ACR, []string(pc.AMR), idToken.IssuedAt
+	if pc.AuthTime > 0 {
+		claims.AuthTime = time.Unix(pc.AuthTime, 0)
+	}
+	claims.AuthTime = claims.AuthTime.UTC()
 	return claims, nil
 }
 
@@ -394,7 +494,9 @@ func (pc profileClaims) claims() Claims {
 	return c
 }
 
-func (rp *RP) fillFromUserInfo(ctx context.Context, d *discovered, token *oauth2.Token, subject string, pc *profileClaims) error {
+// fillFromUserInfo fills the gaps of pc from userinfo, and adds its claims
+// that raw (the ID token's) does not have.
+func (rp *RP) fillFromUserInfo(ctx context.Context, d *discovered, token *oauth2.Token, subject string, pc *profileClaims, raw map[string]any) error {
 	info, err := d.provider.UserInfo(ctx, oauth2.StaticTokenSource(token))
 	if err != nil {
 		return fmt.Errorf("%w: userinfo: %w", ErrProviderUnavailable, err)
@@ -406,6 +508,14 @@ func (rp *RP) fillFromUserInfo(ctx context.Context, d *discovered, token *oauth2
 	// OIDC Core 5.3.2: userinfo about someone else must not be used.
 	if fromInfo.Subject != subject {
 		return fmt.Errorf("%w: userinfo subject does not match the ID token", ErrLoginRejected)
+	}
+	var infoRaw map[string]any
+	if err := info.Claims(&infoRaw); err == nil {
+		for k, v := range infoRaw {
+			if _, ok := raw[k]; !ok {
+				raw[k] = v
+			}
+		}
 	}
 	if pc.Email == "" {
 		pc.Email, pc.EmailVerified = fromInfo.Email, fromInfo.EmailVerified
@@ -521,6 +631,27 @@ func randomToken() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// flexibleStrings reads a list of strings that some IdPs send as one string.
+type flexibleStrings []string
+
+func (f *flexibleStrings) UnmarshalJSON(data []byte) error {
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	switch v := v.(type) {
+	case string:
+		*f = strings.Fields(v)
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				*f = append(*f, s)
+			}
+		}
+	}
+	return nil // anything else says nothing
 }
 
 // flexibleBool reads a JSON boolean that some IdPs send as a string ("true").

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -195,14 +196,15 @@ func TestRPSignsInAtRealProvider(t *testing.T) {
 		wantUserinfoCall int32
 	}{
 		{"profile claims only from userinfo", false, 1},
-		{"profile claims in the ID token", true, 0},
+		// userinfo is read anyway: its claims (groups …) are the sign-in rules'.
+		{"profile claims in the ID token", true, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := startOP(t, opOptions{claimsInIDToken: tc.claimsInIDToken})
 			rp := o.rp(nil)
 
 			before := time.Now()
-			authURL, ls, err := rp.Begin(t.Context(), "/v1/models?x=1")
+			authURL, ls, err := rp.Begin(t.Context(), "/v1/models?x=1", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -226,8 +228,17 @@ func TestRPSignsInAtRealProvider(t *testing.T) {
 				t.Error("RawIDToken is empty")
 			}
 			claims.RawIDToken = ""
+			if claims.Raw["sub"] != "id1" || claims.Raw["email"] != "test-user@zitadel.ch" || claims.Raw["iss"] != o.issuer {
+				t.Errorf("Raw claims %v, want sub, email and iss among them", claims.Raw)
+			}
+			claims.Raw = nil
+			// How zitadel's OP signed the person in: a password, just now.
+			if fmt.Sprint(claims.AMR) != "[pwd]" || time.Since(claims.AuthTime) > time.Minute {
+				t.Errorf("AMR %v, AuthTime %v; want [pwd] and about now", claims.AMR, claims.AuthTime)
+			}
+			claims.AMR, claims.AuthTime = nil, time.Time{}
 			want := Claims{Issuer: o.issuer, Subject: "id1", Email: "test-user@zitadel.ch", EmailVerified: true, Name: "Test User"}
-			if claims != want {
+			if !reflect.DeepEqual(claims, want) {
 				t.Errorf("Finish = %+v\nwant     %+v", claims, want)
 			}
 			if got := o.userinfoCalls.Load(); got != tc.wantUserinfoCall {
@@ -274,14 +285,14 @@ func assertAuthURL(t *testing.T, o *testOP, authURL string, ls LoginState) {
 func TestRPBeginMakesRedirectLocal(t *testing.T) {
 	o := startOP(t, opOptions{})
 	rp := o.rp(nil)
-	_, ls, err := rp.Begin(t.Context(), "//evil.example/x")
+	_, ls, err := rp.Begin(t.Context(), "//evil.example/x", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ls.Redirect != "/" {
 		t.Errorf("Redirect = %q, want /", ls.Redirect)
 	}
-	_, ls2, err := rp.Begin(t.Context(), "/")
+	_, ls2, err := rp.Begin(t.Context(), "/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,7 +316,7 @@ func TestRPFinishRejects(t *testing.T) {
 		{"unknown code", func(_ *LoginState, code *string) { *code = "not-a-code" }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			authURL, ls, err := rp.Begin(t.Context(), "/")
+			authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +333,7 @@ func TestRPFinishRejects(t *testing.T) {
 	}
 
 	t.Run("code used twice", func(t *testing.T) {
-		authURL, ls, err := rp.Begin(t.Context(), "/")
+		authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,7 +355,7 @@ func TestRPFinishRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.verifier = d.provider.Verifier(&oidc.Config{ClientID: "someone-else"})
-		authURL, ls, err := other.Begin(t.Context(), "/")
+		authURL, ls, err := other.Begin(t.Context(), "/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -373,7 +384,7 @@ func TestRPEmailOnlyWhenVerified(t *testing.T) {
 		{"dan", Claims{Issuer: o.issuer, Subject: "u2", Email: "dan@example.com", EmailVerified: true, Name: "dan"}},
 	} {
 		t.Run(tc.username, func(t *testing.T) {
-			authURL, ls, err := rp.Begin(t.Context(), "/")
+			authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -381,8 +392,8 @@ func TestRPEmailOnlyWhenVerified(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			claims.RawIDToken = ""
-			if claims != tc.want {
+			claims.RawIDToken, claims.Raw, claims.AMR, claims.AuthTime = "", nil, nil, time.Time{}
+			if !reflect.DeepEqual(claims, tc.want) {
 				t.Errorf("Finish = %+v\nwant     %+v", claims, tc.want)
 			}
 		})
@@ -404,7 +415,7 @@ func TestDisplayNameFallback(t *testing.T) {
 		{"unverified email is not shown", profileClaims{Email: "a@x"}, Claims{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.pc.claims(); got != tc.want {
+			if got := tc.pc.claims(); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("claims() = %+v, want %+v", got, tc.want)
 			}
 		})
@@ -450,7 +461,7 @@ func closedAddr(t *testing.T) string {
 
 func TestRPUnreachableIssuer(t *testing.T) {
 	rp := NewRP(RPConfig{Issuer: "http://" + closedAddr(t), ClientID: testClientID, RedirectURL: "http://127.0.0.1/cb"})
-	if _, _, err := rp.Begin(t.Context(), "/"); !errors.Is(err, ErrProviderUnavailable) {
+	if _, _, err := rp.Begin(t.Context(), "/", nil); !errors.Is(err, ErrProviderUnavailable) {
 		t.Errorf("Begin = %v, want ErrProviderUnavailable", err)
 	}
 	if err := rp.Ready(t.Context()); !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "connection refused") {
@@ -494,7 +505,7 @@ func TestRPRecoversWhenProviderComesUp(t *testing.T) {
 	clock := newFakeClock()
 	rp.now = clock.Now
 
-	if _, _, err := rp.Begin(t.Context(), "/"); !errors.Is(err, ErrProviderUnavailable) {
+	if _, _, err := rp.Begin(t.Context(), "/", nil); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("Begin while down = %v, want ErrProviderUnavailable", err)
 	}
 	transport.down.Store(false)
@@ -512,7 +523,7 @@ func TestRPRecoversWhenProviderComesUp(t *testing.T) {
 	}
 
 	clock.Advance(time.Second)
-	authURL, ls, err := rp.Begin(t.Context(), "/")
+	authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 	if err != nil {
 		t.Fatalf("Begin after the IdP came up: %v", err)
 	}
@@ -564,7 +575,7 @@ func TestRPDiscoveryIsSharedByConcurrentCallers(t *testing.T) {
 func TestRPEndSessionURL(t *testing.T) {
 	o := startOP(t, opOptions{})
 	rp := o.rp(nil)
-	authURL, ls, err := rp.Begin(t.Context(), "/")
+	authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,7 +655,7 @@ func TestRPFinishWhenProviderGoesDown(t *testing.T) {
 	o := startOP(t, opOptions{})
 	transport := &flakyTransport{}
 	rp := o.rp(&http.Client{Transport: transport})
-	authURL, ls, err := rp.Begin(t.Context(), "/")
+	authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +671,7 @@ func TestRPFinishWhenProviderGoesDown(t *testing.T) {
 func TestRPWrongClientSecretIsMisconfigured(t *testing.T) {
 	o := startOP(t, opOptions{})
 	rp := NewRP(RPConfig{Issuer: o.issuer, ClientID: testClientID, ClientSecret: "not-the-secret", RedirectURL: o.redirectURL})
-	authURL, ls, err := rp.Begin(t.Context(), "/")
+	authURL, ls, err := rp.Begin(t.Context(), "/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,9 +158,9 @@ func (s *Sessions) CookieName() string {
 }
 
 // Create starts a session for userID and returns its cookie. idTokenHint is
-// kept for RP-initiated logout at the IdP.
-func (s *Sessions) Create(ctx context.Context, userID, idTokenHint string) (*http.Cookie, store.Session, error) {
-	value, sess := s.newSession(userID, idTokenHint)
+// kept for RP-initiated logout at the IdP, auth for step-up checks.
+func (s *Sessions) Create(ctx context.Context, userID, idTokenHint string, auth store.AuthContext) (*http.Cookie, store.Session, error) {
+	value, sess := s.newSession(userID, idTokenHint, auth)
 	if err := s.st.CreateSession(ctx, sess); err != nil {
 		return nil, store.Session{}, fmt.Errorf("create session: %w", err)
 	}
@@ -199,7 +199,7 @@ func (s *Sessions) Rotate(ctx context.Context, r *http.Request) (*http.Cookie, s
 	if err != nil {
 		return nil, store.Session{}, err
 	}
-	value, next := s.newSession(old.UserID, old.IDTokenHint)
+	value, next := s.newSession(old.UserID, old.IDTokenHint, old.Auth) // the sign-in it carries is the same
 	s.forget(old.ID)
 	if err := s.st.RotateSession(ctx, old.ID, next); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -298,7 +298,7 @@ func wellFormedToken(v string) bool {
 	return true
 }
 
-func (s *Sessions) newSession(userID, idTokenHint string) (string, store.Session) {
+func (s *Sessions) newSession(userID, idTokenHint string, auth store.AuthContext) (string, store.Session) {
 	b := make([]byte, sessionTokenBytes)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails
 	value := base64.RawURLEncoding.EncodeToString(b)
@@ -310,6 +310,7 @@ func (s *Sessions) newSession(userID, idTokenHint string) (string, store.Session
 		LastSeenAt:  now,
 		ExpiresAt:   now.Add(s.cfg.Lifetime),
 		IDTokenHint: idTokenHint,
+		Auth:        auth,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -113,7 +114,7 @@ func TestSessionCookieAttributes(t *testing.T) {
 			if got := s.CookieName(); got != tc.wantName {
 				t.Errorf("CookieName() = %q, want %q", got, tc.wantName)
 			}
-			c, sess, err := s.Create(t.Context(), userID, "hint")
+			c, sess, err := s.Create(t.Context(), userID, "hint", store.AuthContext{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +136,8 @@ func TestSessionCookieAttributes(t *testing.T) {
 
 func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
 	s, st, clock, userID := newTestSessions(t, SessionConfig{})
-	c, sess, err := s.Create(t.Context(), userID, "id-token")
+	auth := store.AuthContext{ACR: "urn:example:mfa", AMR: []string{"pwd", "otp"}, AuthTime: clock.Now().Add(-time.Minute)}
+	c, sess, err := s.Create(t.Context(), userID, "id-token", auth)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +155,11 @@ func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := store.Session{ID: sess.ID, UserID: userID, CreatedAt: clock.Now(), LastSeenAt: clock.Now(),
-		ExpiresAt: clock.Now().Add(24 * time.Hour), IDTokenHint: "id-token"}
-	if got != want {
+		ExpiresAt: clock.Now().Add(24 * time.Hour), IDTokenHint: "id-token", Auth: auth}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Lookup = %+v\nwant     %+v", got, want)
 	}
-	_, other, _ := s.Create(t.Context(), userID, "")
+	_, other, _ := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if other.ID == sess.ID {
 		t.Error("two sessions got the same ID")
 	}
@@ -165,7 +167,7 @@ func TestSessionStoreKeepsOnlyTheHash(t *testing.T) {
 
 func TestSessionLookupWithoutValidCookie(t *testing.T) {
 	s, st, _, userID := newTestSessions(t, SessionConfig{})
-	valid, _, err := s.Create(t.Context(), userID, "")
+	valid, _, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,7 @@ func TestSessionLookupWithoutValidCookie(t *testing.T) {
 
 func TestSessionAbsoluteExpiry(t *testing.T) {
 	s, st, clock, userID := newTestSessions(t, SessionConfig{Lifetime: 3 * time.Hour, IdleTimeout: time.Hour})
-	c, sess, err := s.Create(t.Context(), userID, "")
+	c, sess, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +226,7 @@ func TestSessionAbsoluteExpiry(t *testing.T) {
 
 func TestSessionIdleTimeout(t *testing.T) {
 	s, st, clock, userID := newTestSessions(t, SessionConfig{IdleTimeout: 2 * time.Hour})
-	c, sess, err := s.Create(t.Context(), userID, "")
+	c, sess, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +249,7 @@ func TestSessionIdleTimeout(t *testing.T) {
 
 func TestSessionTouchAtMostOnceAMinute(t *testing.T) {
 	s, st, clock, userID := newTestSessions(t, SessionConfig{})
-	c, _, err := s.Create(t.Context(), userID, "")
+	c, _, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +282,7 @@ func TestSessionTouchAtMostOnceAMinute(t *testing.T) {
 
 func TestSessionRotate(t *testing.T) {
 	s, st, clock, userID := newTestSessions(t, SessionConfig{Lifetime: 24 * time.Hour, IdleTimeout: 48 * time.Hour})
-	oldCookie, old, err := s.Create(t.Context(), userID, "hint")
+	oldCookie, old, err := s.Create(t.Context(), userID, "hint", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +318,7 @@ func TestSessionRotate(t *testing.T) {
 
 func TestSessionDestroy(t *testing.T) {
 	s, st, _, userID := newTestSessions(t, SessionConfig{})
-	c, sess, err := s.Create(t.Context(), userID, "")
+	c, sess, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +349,7 @@ func TestSessionForgetUserDropsOnlyThatUsersSessions(t *testing.T) {
 	}
 	var cookies []*http.Cookie
 	for _, userID := range []string{alice, alice, bob.ID} {
-		c, sess, err := s.Create(t.Context(), userID, "")
+		c, sess, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -390,7 +392,7 @@ func TestSessionStoreFailureIsNotInvalid(t *testing.T) {
 	clock := newFakeClock()
 	s := NewSessions(st, SessionConfig{}, clock.Now)
 	userID := newTestUser(t, db)
-	c, _, err := s.Create(t.Context(), userID, "")
+	c, _, err := s.Create(t.Context(), userID, "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +421,7 @@ func TestSessionStoreFailureIsNotInvalid(t *testing.T) {
 	if err := s.Destroy(t.Context(), requestWithCookie(c)); !errors.Is(err, outage) {
 		t.Errorf("Destroy with the store down: %v, want the store's error", err)
 	}
-	if _, _, err := s.Create(t.Context(), userID, ""); !errors.Is(err, outage) {
+	if _, _, err := s.Create(t.Context(), userID, "", store.AuthContext{}); !errors.Is(err, outage) {
 		t.Errorf("Create with the store down: %v, want the store's error", err)
 	}
 
@@ -440,7 +442,7 @@ func TestSessionDefaults(t *testing.T) {
 	if s.cfg.Lifetime != 24*time.Hour || s.cfg.IdleTimeout != 2*time.Hour {
 		t.Errorf("defaults = %v lifetime, %v idle; want 24h, 2h", s.cfg.Lifetime, s.cfg.IdleTimeout)
 	}
-	c, sess, err := s.Create(context.Background(), newTestUser(t, st), "")
+	c, sess, err := s.Create(context.Background(), newTestUser(t, st), "", store.AuthContext{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +455,7 @@ func BenchmarkLookup(b *testing.B) {
 	st := newTestStore(b)
 	clock := newFakeClock()
 	s := NewSessions(st, SessionConfig{}, clock.Now)
-	c, _, err := s.Create(context.Background(), newTestUser(b, st), "")
+	c, _, err := s.Create(context.Background(), newTestUser(b, st), "", store.AuthContext{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,8 @@ type account struct {
 	Form           tokenForm
 	Lifetimes      []lifetime
 	Usage          *ownUsage
+	Elevation      *elevationSection
+	Durations      []lifetime
 }
 
 func (p *Pages) account(w http.ResponseWriter, r *http.Request) error {
@@ -41,6 +43,10 @@ func (p *Pages) renderAccount(w http.ResponseWriter, r *http.Request, sub *core.
 		return err
 	}
 	acc.Permissions = perms
+	if acc.Elevation, err = p.elevationSection(r, sub); err != nil {
+		return err
+	}
+	acc.Durations = elevationDurations
 	if p.acts.Allowed(r, sub, routeUsage, nil, nil) {
 		if acc.Usage, err = p.ownUsage(r, sub, time.Now()); err != nil {
 			return err

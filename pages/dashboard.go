@@ -48,12 +48,20 @@ var notices = map[string]string{
 	"deleted":       "The user was deleted; their sessions ended and their tokens were revoked. Their audit history is kept.",
 	"role_saved":    "The role was saved and applies at once.",
 	"token_revoked": "The token was revoked; it is refused everywhere within a second.",
+	"acknowledged":  "The emergency access was acknowledged.",
+
+	"elevation_requested": "Your elevation was requested; a reviewer will decide.",
+	"elevation_approved":  "The elevation was approved: the user holds the role until its end.",
+	"elevation_denied":    "The elevation was denied and the requester will be told.",
 }
 
 // dashboard is what the admin page shows beyond pageData; each section is
 // there only when the policy lets the caller use the API behind it.
 type dashboard struct {
 	ShowRequests bool
+
+	ShowElevations bool
+	Elevations     []store.Elevation // pending
 
 	ShowUsers     bool
 	Users         []userRow
@@ -78,6 +86,9 @@ type dashboard struct {
 
 	ShowSecurity   bool
 	SecurityEvents []securityEvent // the latest anomaly.* audit events
+
+	ShowBreakGlass bool
+	BreakGlass     []breakGlassRow // the grants not acknowledged yet (break_glass.go)
 }
 
 type userRow struct {
@@ -186,6 +197,14 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 		d.Requests = reqs
 	}
 
+	if dash.ShowElevations = p.acts.MayReviewElevations(r, sub, routeListElevations); dash.ShowElevations {
+		list, err := p.rt.Store.ListElevations(ctx, store.ElevationFilter{Status: store.ElevationPending})
+		if err != nil {
+			return err
+		}
+		dash.Elevations = list
+	}
+
 	if dash.ShowUsers = p.acts.Allowed(r, sub, routeListUsers, nil, nil); dash.ShowUsers {
 		f := store.UserFilter{Status: st.Filter.Status, Role: st.Filter.Role, Query: st.Filter.Query, Limit: usersPerPage, Cursor: st.Cursor}
 		users, next, err := p.rt.Store.ListUsers(ctx, f)
@@ -237,6 +256,16 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 			return err
 		}
 		dash.SecurityEvents = events
+	}
+
+	// Emergency access heads the dashboard while a grant waits for
+	// acknowledgement, and is not there otherwise.
+	if p.acts.Allowed(r, sub, routeListBreakGlass, nil, nil) {
+		rows, err := p.breakGlassRows(r, sub)
+		if err != nil {
+			return err
+		}
+		dash.BreakGlass, dash.ShowBreakGlass = rows, len(rows) > 0
 	}
 
 	if p.acts.MayReadUsageOfOthers(r, sub, routeUsage) {

@@ -47,10 +47,12 @@ var templates = map[string]*template.Template{}
 var templateFuncs = template.FuncMap{
 	"join": func(s []string) string { return strings.Join(s, " ") },
 	"date": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+
+	"seconds": func(n int64) string { return (time.Duration(n) * time.Second).String() },
 }
 
 func init() {
-	for _, name := range []string{"error", "request_access", "admin", "account"} {
+	for _, name := range []string{"error", "request_access", "admin", "account", "sign_in"} {
 		templates[name] = template.Must(template.New(name).Funcs(templateFuncs).ParseFS(templateFS,
 			"templates/layout.html", "templates/tokens.html", "templates/usage.html", "templates/"+name+".html"))
 	}
@@ -75,19 +77,24 @@ func (p *Pages) Register(mux *http.ServeMux) {
 	prefix := p.rt.PagesPrefix
 	handle := func(pattern string, h handler) { mux.HandleFunc(pattern, p.serve(h)) }
 	mux.HandleFunc("GET "+prefix+"/static/gatehouse.css", serveStylesheet)
+	handle("GET "+prefix+"/sign-in", p.signInPage)
 	handle("GET "+prefix+"/request-access", p.requestAccess)
 	handle("POST "+prefix+"/request-access", p.submitRequest)
 	handle("GET "+prefix+"/admin", p.admin)
 	handle("POST "+prefix+"/admin/requests/{id}/approve", p.review(true))
 	handle("POST "+prefix+"/admin/requests/{id}/deny", p.review(false))
+	handle("POST "+prefix+"/admin/elevations/{id}/approve", p.reviewElevation(true))
+	handle("POST "+prefix+"/admin/elevations/{id}/deny", p.reviewElevation(false))
 	handle("POST "+prefix+"/admin/users/{id}/status", p.setStatus)
 	handle("POST "+prefix+"/admin/users/{id}/role", p.setRole)
 	handle("POST "+prefix+"/admin/users/{id}/delete", p.deleteUser)
 	handle("POST "+prefix+"/admin/roles", p.saveRole)
 	handle("POST "+prefix+"/admin/tokens", p.createSystemToken)
 	handle("POST "+prefix+"/admin/tokens/{id}/revoke", p.revokeToken("/admin"))
+	handle("POST "+prefix+"/admin/break-glass/{id}/acknowledge", p.acknowledgeBreakGlass)
 	handle("GET "+prefix+"/account", p.account)
 	handle("POST "+prefix+"/account/tokens", p.createPersonalToken)
+	handle("POST "+prefix+"/account/elevation", p.requestElevation)
 	handle("POST "+prefix+"/account/tokens/{id}/revoke", p.revokeToken("/account"))
 	handle(prefix+"/", func(w http.ResponseWriter, r *http.Request) error {
 		return &failure{status: http.StatusNotFound, title: "Not found", message: "There is no Gatehouse page here."}
@@ -129,6 +136,10 @@ func (p *Pages) serve(h handler) http.HandlerFunc {
 			http.Redirect(w, r, string(to), http.StatusSeeOther)
 			return
 		case errors.As(err, &f):
+		case refusal.As(err) != nil && refusal.As(err).StepUp != "":
+			who, _, _ := p.acts.Identify(r)
+			http.Redirect(w, r, string(p.stepUp(r, who, refusal.As(err).StepUp)), http.StatusSeeOther)
+			return
 		case refusal.As(err) != nil:
 			pr := refusal.As(err)
 			f = &failure{status: pr.Status, title: pr.Title, message: capitalize(pr.Detail) + "."}
@@ -177,12 +188,18 @@ type pageData struct {
 	Account *account
 	// Created is a token just minted: the one response that shows its string.
 	Created *actions.CreatedToken
+	// Providers are the sign-in page's choices.
+	Providers []core.LoginChoice
+	// BreakGlass are the emergency grants active now: a banner on every
+	// page a signed-in person views.
+	BreakGlass []store.BreakGlassGrant
 }
 
 func (p *Pages) data(title string, sub *core.Subject) pageData {
 	d := pageData{Title: title, APIPrefix: p.rt.APIPrefix, PagesPrefix: p.rt.PagesPrefix}
 	if sub != nil {
 		d.User = &sub.User
+		d.BreakGlass = p.rt.ActiveBreakGlass()
 	}
 	return d
 }
@@ -260,6 +277,9 @@ func (p *Pages) authorize(r *http.Request, route string) (*core.Subject, error) 
 	case pr == nil:
 		p.logError(r, err)
 		return nil, unavailable
+	case pr.StepUp != "":
+		who, _, _ := p.acts.Identify(r)
+		return nil, p.stepUp(r, who, pr.StepUp)
 	case pr.Status == http.StatusUnauthorized:
 		return nil, p.signIn(r)
 	case pr.Code == "access_required":
@@ -277,6 +297,16 @@ func (p *Pages) signIn(r *http.Request) seeOther {
 		rd = p.rt.PagesPrefix + "/request-access"
 	}
 	return seeOther(p.rt.APIPrefix + "/auth/login?rd=" + url.QueryEscape(rd))
+}
+
+// stepUp sends the browser to sign in again through its provider with the
+// authentication the step-up rule asks for, and come back.
+func (p *Pages) stepUp(r *http.Request, who *core.Subject, rule string) seeOther {
+	rd := r.URL.Path
+	if r.Method != http.MethodGet {
+		rd = p.rt.PagesPrefix + "/account"
+	}
+	return seeOther(p.rt.StepUpLoginURL(who, rule, rd))
 }
 
 // canReview asks the policy whether sub may open the admin dashboard (for the nav link).

@@ -32,10 +32,15 @@ var defaultPolicy string
 //go:embed rego/data.json
 var defaultData []byte
 
+//go:embed rego/signin.rego
+var defaultSignInPolicy string
+
 const (
 	decisionQuery    = "data.gatehouse.authz.decision"
 	permissionsQuery = "data.gatehouse.authz.permissions"
 	authzPackage     = "data.gatehouse.authz"
+	signInQuery      = "data.gatehouse.signin.decision"
+	signInPackage    = "data.gatehouse.signin"
 )
 
 // Decision codes (spec §6). An allowed decision has an empty code.
@@ -77,7 +82,23 @@ type Decision struct {
 	Allow  bool   `json:"allow"`
 	Code   string `json:"code"`
 	Reason string `json:"reason"`
+	// StepUp is the authentication context an allowed session request
+	// needs (data.gatehouse.config.step_up); the runtime checks it.
+	StepUp *StepUp `json:"step_up,omitempty"`
 }
+
+// StepUp is a rule of data.gatehouse.config.step_up: one of ACR, every AMR
+// value, and a sign-in at most MaxAgeS seconds old.
+type StepUp struct {
+	Name    string   `json:"name"`
+	ACR     []string `json:"acr,omitempty"`
+	AMR     []string `json:"amr,omitempty"`
+	MaxAgeS int64    `json:"max_age_s,omitempty"`
+}
+
+// CodeInsufficientAuthentication refuses a session whose sign-in does not
+// meet a step-up rule (RFC 9470).
+const CodeInsufficientAuthentication = "insufficient_user_authentication"
 
 // Input is what the policy sees of a request (spec §6 plus Target and Change).
 type Input struct {
@@ -120,6 +141,17 @@ type Subject struct {
 	Permissions []string `json:"permissions"`
 	Auth        string   `json:"auth"`
 	Token       *Token   `json:"token"`
+	// AuthContext is how a session's sign-in was authenticated; null for
+	// a token.
+	AuthContext *AuthContext `json:"auth_context"`
+}
+
+// AuthContext is a session's authentication (spec §10): the ID token's acr
+// and amr, and auth_time in Unix seconds (0: unknown).
+type AuthContext struct {
+	ACR      string   `json:"acr"`
+	AMR      []string `json:"amr"`
+	AuthTime int64    `json:"auth_time"`
 }
 
 // Token describes the bearer token a subject authenticated with.
@@ -152,8 +184,10 @@ type Change struct {
 type Engine struct {
 	decision    rego.PreparedEvalQuery
 	permissions rego.PreparedEvalQuery
+	signIn      rego.PreparedEvalQuery
 	roles       map[string]int
 	routes      *RouteTable
+	stepUp      map[string]*StepUp // data.gatehouse.config.step_up by name
 	cacheable   bool
 }
 
@@ -195,6 +229,13 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		modules = append(modules, m)
 	}
+	if !slices.ContainsFunc(modules, isSignInModule) {
+		m, err := parseModule("signin.rego", defaultSignInPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("embedded sign-in policy: %w", err)
+		}
+		modules = append(modules, m)
+	}
 	compiler := ast.NewCompiler()
 	compiler.Compile(moduleMap(modules))
 	if compiler.Failed() {
@@ -209,11 +250,18 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		}
 		return pq, nil
 	}
-	e := &Engine{roles: roles, routes: routes, cacheable: decisionsCacheable(modules)}
+	stepUp, err := stepUpRules(config)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{roles: roles, routes: routes, stepUp: stepUp, cacheable: decisionsCacheable(modules)}
 	if e.decision, err = prepare(decisionQuery); err != nil {
 		return nil, err
 	}
 	if e.permissions, err = prepare(permissionsQuery); err != nil {
+		return nil, err
+	}
+	if e.signIn, err = prepare(signInQuery); err != nil {
 		return nil, err
 	}
 	for _, probe := range probes() {
@@ -249,6 +297,8 @@ func decisionsCacheable(modules []*ast.Module) bool {
 				cacheable = false // the whole input
 			case r[1].Value.Compare(ast.String("now_ns")) == 0:
 				cacheable = false
+			case r[1].Value.Compare(ast.String("subject")) == 0 && len(r) > 2 && r[2].Value.Compare(ast.String("auth_context")) == 0:
+				cacheable = false // differs from session to session of one subject
 			case r[1].Value.Compare(ast.String("request")) == 0:
 				if len(r) == 2 {
 					cacheable = false
@@ -275,6 +325,73 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	return parseDecision(rs[0].Expressions[0].Value)
 }
 
+// stepUpRules reads data.gatehouse.config.step_up by name.
+func stepUpRules(config map[string]any) (map[string]*StepUp, error) {
+	list, _ := config["step_up"].([]any)
+	out := make(map[string]*StepUp, len(list))
+	for i, v := range list {
+		raw, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("policy data: step_up[%d] is not an object", i)
+		}
+		su, err := parseStepUp(raw)
+		if err != nil {
+			return nil, fmt.Errorf("policy data: step_up[%d]: %v", i, err)
+		}
+		out[su.Name] = su
+	}
+	return out, nil
+}
+
+// StepUpRule is the step-up rule named name.
+func (e *Engine) StepUpRule(name string) (*StepUp, bool) {
+	su, ok := e.stepUp[name]
+	return su, ok
+}
+
+func parseStepUp(raw map[string]any) (*StepUp, error) {
+	su := &StepUp{}
+	su.Name, _ = raw["name"].(string)
+	strs := func(key string) ([]string, error) {
+		v, ok := raw[key]
+		if !ok {
+			return nil, nil
+		}
+		list, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a list", key)
+		}
+		out := make([]string, 0, len(list))
+		for _, e := range list {
+			s, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%s holds a %T", key, e)
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	var err error
+	if su.ACR, err = strs("acr"); err != nil {
+		return nil, err
+	}
+	if su.AMR, err = strs("amr"); err != nil {
+		return nil, err
+	}
+	switch v := raw["max_age_s"].(type) {
+	case nil:
+	case json.Number:
+		if su.MaxAgeS, err = v.Int64(); err != nil {
+			return nil, fmt.Errorf("max_age_s: %v", err)
+		}
+	case float64:
+		su.MaxAgeS = int64(v)
+	default:
+		return nil, fmt.Errorf("max_age_s is a %T, not a number", v)
+	}
+	return su, nil
+}
+
 func parseDecision(v any) (Decision, error) {
 	obj, ok := v.(map[string]any)
 	if !ok {
@@ -289,6 +406,13 @@ func parseDecision(v any) (Decision, error) {
 	}
 	if d.Reason, ok = obj["reason"].(string); !ok {
 		return Decision{}, fmt.Errorf("%s.reason is not a string: %w", decisionQuery, ErrBadDecision)
+	}
+	if raw, ok := obj["step_up"].(map[string]any); ok && d.Allow {
+		su, err := parseStepUp(raw)
+		if err != nil {
+			return Decision{}, fmt.Errorf("%s.step_up: %v: %w", decisionQuery, err, ErrBadDecision)
+		}
+		d.StepUp = su
 	}
 	// A deny without a code cannot be turned into the response spec §6 promises.
 	if !d.Allow && d.Code == "" {
@@ -489,6 +613,10 @@ func parseModule(name, src string) (*ast.Module, error) {
 
 func isAuthzModule(m *ast.Module) bool {
 	return m.Package.Path.String() == authzPackage
+}
+
+func isSignInModule(m *ast.Module) bool {
+	return m.Package.Path.String() == signInPackage
 }
 
 // moduleMap keys modules by file name so compiler messages point at the file;

@@ -52,6 +52,18 @@ func subjectTerm(s *Subject) *ast.Term {
 		item("permissions", stringsTerm(s.Permissions)),
 		item("auth", ast.StringTerm(s.Auth)),
 		item("token", tokenTerm(s.Token)),
+		item("auth_context", authContextTerm(s.AuthContext)),
+	))
+}
+
+func authContextTerm(a *AuthContext) *ast.Term {
+	if a == nil {
+		return ast.InternedNullTerm
+	}
+	return ast.NewTerm(ast.NewObject(
+		item("acr", ast.StringTerm(a.ACR)),
+		item("amr", stringsTerm(a.AMR)),
+		item("auth_time", ast.InternedTerm(a.AuthTime)),
 	))
 }
 

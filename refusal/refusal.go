@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 // Problem is an RFC 9457 problem detail with Gatehouse's error code. It is
@@ -20,6 +22,10 @@ type Problem struct {
 	Status int    `json:"status"`
 	Detail string `json:"detail"`
 	Code   string `json:"code"`
+	// Challenge, when set, is sent as WWW-Authenticate (RFC 9470's step-up).
+	Challenge string `json:"-"`
+	// StepUp names the step-up rule a browser is sent to sign in for.
+	StepUp string `json:"-"`
 }
 
 func (p *Problem) Error() string { return fmt.Sprintf("%d %s: %s", p.Status, p.Code, p.Detail) }
@@ -31,6 +37,9 @@ func New(status int, code, title, detail string) *Problem {
 
 // Write answers with p as application/problem+json.
 func Write(w http.ResponseWriter, p *Problem) {
+	if p.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", p.Challenge)
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
@@ -182,8 +191,27 @@ func WriteAs(w http.ResponseWriter, d Dialect, p *Problem) {
 		body.Error = p.Detail
 		contentType = "application/json"
 	}
+	if p.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", p.Challenge)
+	}
 	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(p.Status)
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// InsufficientAuthentication is RFC 9470's 401 for a sign-in that does not
+// meet a step-up rule: error="insufficient_user_authentication", with the
+// acr_values and max_age (seconds) the caller's next sign-in must meet.
+func InsufficientAuthentication(rule, detail string, acr []string, maxAgeS int64) *Problem {
+	p := New(http.StatusUnauthorized, "insufficient_user_authentication", "Stronger sign-in required", detail)
+	c := `Bearer realm="gatehouse", error="insufficient_user_authentication", error_description="` + strings.ReplaceAll(detail, `"`, `'`) + `"`
+	if len(acr) > 0 {
+		c += `, acr_values="` + strings.Join(acr, " ") + `"`
+	}
+	if maxAgeS > 0 {
+		c += `, max_age=` + strconv.FormatInt(maxAgeS, 10)
+	}
+	p.Challenge, p.StepUp = c, rule
+	return p
 }

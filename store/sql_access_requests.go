@@ -41,9 +41,9 @@ func getRequest(ctx context.Context, q db, id string) (AccessRequest, error) {
 	return r, nil
 }
 
-// CreateAccessRequest records a pending request; ErrConflict while the user
-// already has one.
-func (s *sqlStore) CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent) (AccessRequest, error) {
+// CreateAccessRequest records a pending request with its audit event and its
+// outbox messages; ErrConflict while the user already has one.
+func (s *sqlStore) CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent, outbox ...OutboxMessage) (AccessRequest, error) {
 	if r.ID == "" {
 		r.ID = uuid.Must(uuid.NewV7()).String()
 	}
@@ -58,6 +58,9 @@ func (s *sqlStore) CreateAccessRequest(ctx context.Context, r AccessRequest, aud
 			(id, user_id, name, team, purpose, requested_role, status, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7)`,
 			r.ID, r.User.ID, r.Name, r.Team, r.Purpose, r.RequestedRole, s.encodeTime(nowOr(r.CreatedAt))); err != nil {
+			return err
+		}
+		if err := s.enqueueOutbox(ctx, tx, outbox...); err != nil {
 			return err
 		}
 		if err := s.appendAudit(ctx, tx, audit); err != nil {
@@ -167,4 +170,52 @@ func (s *sqlStore) DecideAccessRequest(ctx context.Context, d Decision) (AccessR
 		return AccessRequest{}, fmt.Errorf("decide access request %s: %w", d.RequestID, err)
 	}
 	return out, nil
+}
+
+// ExpireAccessRequests expires the requests left pending since before
+// cutoff, each in a transaction of its own with what follow returns for it:
+// a request decided in the meantime is passed over, not an error.
+func (s *sqlStore) ExpireAccessRequests(ctx context.Context, cutoff, now time.Time, limit int,
+	follow func(AccessRequest) (RequestExpiry, error)) ([]AccessRequest, error) {
+	ids, err := queryAll(ctx, s.db, scanID, `SELECT id FROM access_requests
+		WHERE status = 'pending' AND created_at < $1 ORDER BY created_at, id LIMIT $2`,
+		s.encodeTime(cutoff), pageLimit(limit, 100, 1000))
+	if err != nil {
+		return nil, fmt.Errorf("list access requests pending since before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	now = nowOr(now)
+	var expired []AccessRequest
+	for _, id := range ids {
+		var out AccessRequest
+		err := s.inTx(ctx, func(tx db) error {
+			// The status guard leaves a request decided in the meantime, or
+			// expired by another instance, as it is.
+			err := affectedOne(tx.exec(ctx, `UPDATE access_requests SET status = 'expired', decided_at = $1
+				WHERE id = $2 AND status = 'pending'`, s.encodeTime(now), id))
+			if err != nil {
+				return err
+			}
+			if out, err = getRequest(ctx, tx, id); err != nil {
+				return err
+			}
+			var then RequestExpiry
+			if follow != nil {
+				if then, err = follow(out); err != nil {
+					return err
+				}
+			}
+			if err := s.enqueueOutbox(ctx, tx, then.Outbox...); err != nil {
+				return err
+			}
+			return s.appendAudit(ctx, tx, then.Audit)
+		})
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue // no longer pending
+		case err != nil:
+			return expired, fmt.Errorf("expire access request %s: %w", id, err)
+		}
+		expired = append(expired, out)
+	}
+	return expired, nil
 }

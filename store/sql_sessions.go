@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -15,20 +16,34 @@ func (s *sqlStore) CreateSession(ctx context.Context, sess Session) error {
 }
 
 func (s *sqlStore) insertSession(ctx context.Context, q db, sess Session) error {
-	_, err := q.exec(ctx, `INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, id_token_hint)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		sess.ID, sess.UserID, s.encodeTime(sess.CreatedAt), s.encodeTime(sess.LastSeenAt), s.encodeTime(sess.ExpiresAt), sess.IDTokenHint)
+	var authTime *time.Time
+	if !sess.Auth.AuthTime.IsZero() {
+		authTime = &sess.Auth.AuthTime
+	}
+	_, err := q.exec(ctx, `INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at, id_token_hint, acr, amr, auth_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		sess.ID, sess.UserID, s.encodeTime(sess.CreatedAt), s.encodeTime(sess.LastSeenAt), s.encodeTime(sess.ExpiresAt), sess.IDTokenHint,
+		sess.Auth.ACR, strings.Join(sess.Auth.AMR, " "), s.encodeTimePtr(authTime))
 	return err
 }
 
 // GetSession returns the session with id.
 func (s *sqlStore) GetSession(ctx context.Context, id string) (Session, error) {
 	var sess Session
-	err := s.db.queryRow(ctx, `SELECT id, user_id, created_at, last_seen_at, expires_at, id_token_hint
+	var amr string
+	var authTime *time.Time
+	err := s.db.queryRow(ctx, `SELECT id, user_id, created_at, last_seen_at, expires_at, id_token_hint, acr, amr, auth_time
 		FROM sessions WHERE id = $1`, id).Scan(&sess.ID, &sess.UserID,
-		timeCol{&sess.CreatedAt}, timeCol{&sess.LastSeenAt}, timeCol{&sess.ExpiresAt}, &sess.IDTokenHint)
+		timeCol{&sess.CreatedAt}, timeCol{&sess.LastSeenAt}, timeCol{&sess.ExpiresAt}, &sess.IDTokenHint,
+		&sess.Auth.ACR, &amr, nullTimeCol{&authTime})
 	if err != nil {
 		return Session{}, fmt.Errorf("get session: %w", err)
+	}
+	if amr != "" {
+		sess.Auth.AMR = strings.Fields(amr)
+	}
+	if authTime != nil {
+		sess.Auth.AuthTime = *authTime
 	}
 	return sess, nil
 }

@@ -12,12 +12,12 @@ import (
 )
 
 // userColumns reads limits as text, which both backends can cast to.
-const userColumns = `id, issuer, subject, email, name, role, status, created_at, last_login_at, access_expires_at, CAST(limits AS TEXT)`
+const userColumns = `id, issuer, subject, email, name, role, status, created_at, last_login_at, access_expires_at, CAST(limits AS TEXT), provider`
 
 func scanUser(row scanner) (User, error) {
 	var u User
 	err := row.Scan(&u.ID, &u.Issuer, &u.Subject, &u.Email, &u.Name, &u.Role, &u.Status,
-		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt}, jsonCol[*quota.Limits]{&u.Limits, "limits"})
+		timeCol{&u.CreatedAt}, nullTimeCol{&u.LastLoginAt}, nullTimeCol{&u.AccessExpiresAt}, jsonCol[*quota.Limits]{&u.Limits, "limits"}, &u.Provider)
 	return u, err
 }
 
@@ -34,9 +34,9 @@ func (s *sqlStore) RecordLogin(ctx context.Context, info LoginInfo) (User, error
 	now := s.encodeTime(nowOr(info.Now))
 	var u User
 	err := s.inTx(ctx, func(tx db) error {
-		if _, err := tx.exec(ctx, `INSERT INTO users (id, issuer, subject, email, name, role, status, created_at)
-			VALUES ($1, $2, $3, $4, $5, 'user', 'pending', $6) ON CONFLICT (issuer, subject) DO NOTHING`,
-			uuid.Must(uuid.NewV7()).String(), info.Issuer, info.Subject, info.Email, info.Name, now); err != nil {
+		if _, err := tx.exec(ctx, `INSERT INTO users (id, issuer, subject, email, name, role, status, created_at, provider)
+			VALUES ($1, $2, $3, $4, $5, 'user', 'pending', $6, $7) ON CONFLICT (issuer, subject) DO NOTHING`,
+			uuid.Must(uuid.NewV7()).String(), info.Issuer, info.Subject, info.Email, info.Name, now, info.Provider); err != nil {
 			return err
 		}
 		if info.BootstrapAdmin && info.Email != "" {
@@ -45,9 +45,9 @@ func (s *sqlStore) RecordLogin(ctx context.Context, info LoginInfo) (User, error
 			}
 		}
 		var err error
-		u, err = scanUser(tx.queryRow(ctx, `UPDATE users SET email = $1, name = $2, last_login_at = $3
+		u, err = scanUser(tx.queryRow(ctx, `UPDATE users SET email = $1, name = $2, last_login_at = $3, provider = $6
 			WHERE issuer = $4 AND subject = $5 RETURNING `+userColumns,
-			info.Email, info.Name, now, info.Issuer, info.Subject))
+			info.Email, info.Name, now, info.Issuer, info.Subject, info.Provider))
 		return err
 	})
 	if err != nil {
@@ -156,6 +156,9 @@ func (s *sqlStore) SetUserRole(ctx context.Context, id, role string, audit Audit
 		}
 		u, err = scanUser(tx.queryRow(ctx, `UPDATE users SET role = $1 WHERE id = $2 RETURNING `+userColumns, role, id))
 		if err != nil {
+			return err
+		}
+		if err := s.endElevations(ctx, tx, id, nowOr(audit.Time)); err != nil {
 			return err
 		}
 		return s.appendAudit(ctx, tx, audit)

@@ -37,13 +37,30 @@ const (
 	RequestPending  = "pending"
 	RequestApproved = "approved"
 	RequestDenied   = "denied"
+	// RequestExpired is a request nobody decided within request_ttl.
+	RequestExpired = "expired"
+)
+
+// Elevation statuses (spec §10, temporary elevation).
+const (
+	ElevationPending  = "pending"
+	ElevationApproved = "approved" // held until ExpiresAt
+	ElevationDenied   = "denied"
+	// ElevationExpired: at ExpiresAt the user's role went back to FromRole.
+	ElevationExpired = "expired"
+	// ElevationEnded: someone set the user's role while it was held, and
+	// that role stays.
+	ElevationEnded = "ended"
 )
 
 // User is a person known to Gatehouse, keyed by (Issuer, Subject).
 type User struct {
-	ID          string     `json:"id"`
-	Issuer      string     `json:"-"`
-	Subject     string     `json:"-"`
+	ID      string `json:"id"`
+	Issuer  string `json:"-"`
+	Subject string `json:"-"`
+	// Provider is the name of the OpenID provider the user signs in
+	// through ("" for a user of before several providers).
+	Provider    string     `json:"provider"`
 	Email       string     `json:"email"`
 	Name        string     `json:"name"`
 	Role        string     `json:"role"`
@@ -58,10 +75,11 @@ type User struct {
 
 // LoginInfo is what a successful OIDC sign-in tells the store about a person.
 type LoginInfo struct {
-	Issuer  string
-	Subject string
-	Email   string
-	Name    string
+	Issuer   string
+	Subject  string
+	Provider string // the configured name of the provider
+	Email    string
+	Name     string
 	// BootstrapAdmin makes a user that is new, or still pending, an active
 	// admin, once per email: never again for that email (another subject, the
 	// same one after deletion or demotion).
@@ -78,6 +96,17 @@ type Session struct {
 	LastSeenAt  time.Time
 	ExpiresAt   time.Time // absolute lifetime
 	IDTokenHint string    // for RP-initiated logout at the IdP
+	Auth        AuthContext
+}
+
+// AuthContext is how the sign-in behind a session was authenticated, as
+// the ID token says (spec §10, step-up MFA).
+type AuthContext struct {
+	ACR string   `json:"acr"`
+	AMR []string `json:"amr"`
+	// AuthTime is when the person authenticated at the provider (its
+	// auth_time, else the token's iat); zero when unknown.
+	AuthTime time.Time `json:"auth_time"`
 }
 
 // AccessRequest is a person's request for access and its decision.
@@ -95,6 +124,52 @@ type AccessRequest struct {
 	CreatedAt     time.Time    `json:"created_at"`
 	DecidedAt     *time.Time   `json:"decided_at"`
 	ExpiresAt     *time.Time   `json:"expires_at"`
+}
+
+// RequestExpiry is what the expiry of one access request writes with it.
+type RequestExpiry struct {
+	Outbox []OutboxMessage
+	Audit  AuditEvent
+}
+
+// Elevation is an active user's request to hold a higher role for a while,
+// and its decision. FromRole is the role they fall back to: theirs when they
+// asked, and as of the approval once approved.
+type Elevation struct {
+	ID              string       `json:"id"`
+	User            RequestUser  `json:"user"`
+	FromRole        string       `json:"from_role"`
+	Role            string       `json:"role"`
+	DurationSeconds int64        `json:"duration_seconds"`
+	Reason          string       `json:"reason"`
+	Status          string       `json:"status"`
+	Comment         string       `json:"comment"`
+	ReviewedBy      *RequestUser `json:"reviewed_by"`
+	CreatedAt       time.Time    `json:"created_at"`
+	DecidedAt       *time.Time   `json:"decided_at"`
+	ExpiresAt       *time.Time   `json:"expires_at"` // approvals: decided_at + the duration
+	EndedAt         *time.Time   `json:"ended_at"`
+}
+
+// ElevationFilter selects elevations, oldest first. Empty fields match everything.
+type ElevationFilter struct {
+	UserID string
+	Status string
+}
+
+// ElevationDecision is a reviewer's verdict on a pending elevation, applied
+// atomically with the user's new role, the outbox messages and the audit event.
+type ElevationDecision struct {
+	ID      string
+	Approve bool
+	// FromRole is the user's role the approval was checked against: the
+	// approval fails with ErrConflict when the user no longer has it.
+	FromRole   string
+	Comment    string
+	ReviewerID string
+	Now        time.Time
+	Outbox     []OutboxMessage
+	Audit      AuditEvent
 }
 
 // RequestUser is the short form of a user shown inside an access request.
@@ -233,6 +308,8 @@ type Store interface {
 	GetUser(ctx context.Context, id string) (User, error)
 	ListUsers(ctx context.Context, f UserFilter) (users []User, nextCursor string, err error)
 	// SetUserRole and SetUserStatus refuse with ErrConflict to leave no active admin.
+	// SetUserRole also ends the user's approved elevation (status ended): the
+	// role someone set is not undone when the elevation's time is up.
 	SetUserRole(ctx context.Context, id, role string, audit AuditEvent) (User, error)
 	// SetUserStatus to anything but active also ends the user's sessions and
 	// revokes their API tokens, in the same transaction: reactivation revives
@@ -257,8 +334,10 @@ type Store interface {
 	// CountActiveSessions counts the sessions unexpired at now and seen since seenSince.
 	CountActiveSessions(ctx context.Context, now, seenSince time.Time) (int, error)
 
-	// CreateAccessRequest fails with ErrConflict while the user has a pending one.
-	CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent) (AccessRequest, error)
+	// CreateAccessRequest records a pending request with its audit event and
+	// the outbox messages telling its reviewers, in one transaction; it fails
+	// with ErrConflict while the user has a pending one.
+	CreateAccessRequest(ctx context.Context, r AccessRequest, audit AuditEvent, outbox ...OutboxMessage) (AccessRequest, error)
 	GetAccessRequest(ctx context.Context, id string) (AccessRequest, error)
 	LatestAccessRequest(ctx context.Context, userID string) (AccessRequest, error)
 	// ListAccessRequests lists by status ("" or "all" for every status), oldest first.
@@ -266,6 +345,37 @@ type Store interface {
 	// DecideAccessRequest fails with ErrConflict unless the request is pending;
 	// of concurrent calls exactly one succeeds.
 	DecideAccessRequest(ctx context.Context, d Decision) (AccessRequest, error)
+	// ExpireAccessRequests expires the requests still pending that were
+	// created before cutoff, at most limit of them, oldest first: each one's
+	// status becomes expired and its decided_at now, in a transaction of its
+	// own with what follow returns for it (follow gets the request as it
+	// reads expired and must not call the store). Of concurrent callers, and
+	// against a concurrent decision, exactly one wins each request. It returns
+	// the requests it expired, also when it stops at an error.
+	ExpireAccessRequests(ctx context.Context, cutoff, now time.Time, limit int, follow func(AccessRequest) (RequestExpiry, error)) ([]AccessRequest, error)
+
+	// CreateElevation records a pending elevation with its audit event and
+	// the outbox messages telling its reviewers, in one transaction; it fails
+	// with ErrConflict while the user has one pending or approved.
+	CreateElevation(ctx context.Context, e Elevation, audit AuditEvent, outbox ...OutboxMessage) (Elevation, error)
+	GetElevation(ctx context.Context, id string) (Elevation, error)
+	ListElevations(ctx context.Context, f ElevationFilter) ([]Elevation, error)
+	// DecideElevation fails with ErrConflict unless the elevation is pending
+	// (of concurrent calls exactly one succeeds) and, for an approval, the
+	// user still has d.FromRole or the approval would leave no active admin.
+	// An approval gives the user the elevation's role until now + its
+	// duration.
+	DecideElevation(ctx context.Context, d ElevationDecision) (Elevation, error)
+	// ExpireElevations ends the approved elevations whose expires_at is not
+	// after now, at most limit of them, soonest first, each in a transaction
+	// of its own with what follow returns for it (follow gets the elevation as
+	// it reads ended and must not call the store). A user who still holds the
+	// elevated role gets FromRole back (status expired); one whose role
+	// someone changed keeps it (status ended). An elevation whose fall back
+	// would leave no active admin stays approved, for a later pass. Of
+	// concurrent callers exactly one ends each elevation. It returns the
+	// elevations it ended, also when it stops at an error.
+	ExpireElevations(ctx context.Context, now time.Time, limit int, follow func(Elevation) (RequestExpiry, error)) ([]Elevation, error)
 
 	AppendAudit(ctx context.Context, e AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
@@ -308,6 +418,7 @@ type Store interface {
 
 	TokenStore
 	UsageStore
+	BreakGlassStore
 }
 
 // TokenStore keeps API token metadata; it is part of Store, and DeleteUser

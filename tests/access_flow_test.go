@@ -98,8 +98,13 @@ func TestRequestAccessFlow(t *testing.T) {
 	if page.StatusCode != http.StatusOK || !strings.Contains(page.text(), "welcome aboard") || !strings.Contains(page.text(), "approved") {
 		t.Fatalf("request-access page does not show the decision: %d\n%s", page.StatusCode, page.body)
 	}
-	// ...by a signed webhook...
-	d := hook.wait(t, 1, 15*time.Second)[0]
+	// ...by a signed webhook (after the reviewers' access_request.created)...
+	var d delivery
+	for _, got := range hook.wait(t, 2, 15*time.Second) {
+		if got.header.Get("X-Gatehouse-Event") == "access_request.approved" {
+			d = got
+		}
+	}
 	if err := notify.VerifyWebhook("hook-secret-123", d.header, d.body, time.Now(), 5*time.Minute); err != nil {
 		t.Fatalf("webhook signature: %v", err)
 	}

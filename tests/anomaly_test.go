@@ -32,7 +32,7 @@ func TestAnomalyRefusalBurstIsAuditedAndNotified(t *testing.T) {
 		t.Fatalf("GET /api/settings has anomalies.refusal_burst %v, want count 3, window 1m", burst)
 	}
 
-	bobC := activeClient(t, in, bob) // its approval is the first webhook delivery
+	bobC := activeClient(t, in, bob) // its request and its approval are the first two webhook deliveries
 	bobID := bobC.get("/api/auth/me").json(t)["user"].(map[string]any)["id"].(string)
 	for range 3 {
 		expectProblem(t, bobC.get("/api/users"), http.StatusForbidden, "forbidden")
@@ -55,7 +55,7 @@ func TestAnomalyRefusalBurstIsAuditedAndNotified(t *testing.T) {
 	}
 
 	var sent map[string]any
-	for _, d := range hook.wait(t, 2, 10*time.Second) {
+	for _, d := range hook.wait(t, 3, 10*time.Second) {
 		if d.header.Get("X-Gatehouse-Event") == "anomaly.refusal_burst" {
 			if err := json.Unmarshal(d.body, &sent); err != nil {
 				t.Fatal(err)

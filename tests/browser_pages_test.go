@@ -180,7 +180,7 @@ func TestBrowserAdminDashboard(t *testing.T) {
 
 	b.signIn("/gatehouse/admin", alice, "/gatehouse/admin")
 	b.expectText("main h1", "Access requests")
-	b.expectTexts("nav.sections a", "Access requests", "Users", "Roles & settings", "System tokens", "Usage", "Security events")
+	b.expectTexts("nav.sections a", "Access requests", "Elevations", "Users", "Roles & settings", "System tokens", "Usage", "Security events")
 	b.expectText(`header a[href="/gatehouse/admin"]`, "Admin")
 	b.expectText("#no-security-events", "No security events.")
 	b.expectText("#no-requests", "No pending requests.")
@@ -288,7 +288,7 @@ func TestBrowserManagerDashboard(t *testing.T) {
 	b := newTab(t, ctx, in.URL)
 
 	b.signIn("/gatehouse/admin", frank, "/gatehouse/admin")
-	b.expectTexts("nav.sections a", "Access requests", "Users", "Usage")
+	b.expectTexts("nav.sections a", "Access requests", "Elevations", "Users", "Usage")
 	b.expectCount("#roles", 0)
 	b.expectCount("#tokens", 0)
 	aliceRow, bobRow, frankRow := userRow(alice), userRow(bob), userRow(frank)

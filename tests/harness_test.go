@@ -81,6 +81,7 @@ type instanceConfig struct {
 	guardBlock  string // lines inside the site's gatehouse { } directive
 	upstream    string // the backend's address, instead of the recording backend
 	global      string // more lines of Caddy's global options
+	idpBlock    string // the identity providers' lines, instead of dev_idp or oidcIssuer's
 }
 
 // startInstance starts Gatehouse on a free port with its own data directory,
@@ -123,6 +124,9 @@ func (in *instance) caddyfile() string {
 		}`, alice, bob, carol, dave, erin, frank, grace)
 	if in.cfg.oidcIssuer != "" {
 		idp = fmt.Sprintf("oidc {\n\t\t\tissuer %s\n\t\t\tclient_id gatehouse\n\t\t\tclient_secret s3cret\n\t\t}", in.cfg.oidcIssuer)
+	}
+	if in.cfg.idpBlock != "" {
+		idp = in.cfg.idpBlock
 	}
 	return fmt.Sprintf(`{
 %s	gatehouse {

@@ -195,19 +195,20 @@ func reserveIssuer(t *testing.T) (port int, issuer string) {
 }
 
 // startOIDCProvider starts idp.mjs on port with the client gatehouse/secret
-// registered for gh's callback and post-logout page; it stops when the test ends.
-func startOIDCProvider(t *testing.T, port int, secret string, gh *instance) *oidcProvider {
+// registered for gh's callback and post-logout page (more idp.mjs options in
+// args); it stops when the test ends.
+func startOIDCProvider(t *testing.T, port int, secret string, gh *instance, args ...string) *oidcProvider {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &oidcProvider{logs: new(syncBuffer)}
-	cmd := nodeScript(ctx, "idp.mjs",
+	cmd := nodeScript(ctx, "idp.mjs", append([]string{
 		"--port", fmt.Sprint(port),
 		"--admin-port", fmt.Sprint(freePort(t)),
 		"--client-id", "gatehouse",
 		"--client-secret", secret,
-		"--redirect-uri", gh.URL+"/api/auth/callback",
-		"--post-logout-redirect-uri", gh.URL+"/",
-	)
+		"--redirect-uri", gh.URL + "/api/auth/callback",
+		"--post-logout-redirect-uri", gh.URL + "/",
+	}, args...)...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.Stderr = p.logs
 	stdout, err := cmd.StdoutPipe()

@@ -56,7 +56,7 @@ func TestOutboxDeliversEachMessageOnce(t *testing.T) {
 			}
 		}
 	}
-	want := rounds * len(people)
+	want := 2 * rounds * len(people) // each request's access_request.created and its decision
 	hook.wait(t, want, 30*time.Second)
 	time.Sleep(6 * time.Second) // longer than a worker's poll: a duplicate would have arrived
 	got := hook.wait(t, want, time.Second)
@@ -65,6 +65,6 @@ func TestOutboxDeliversEachMessageOnce(t *testing.T) {
 		ids[d.header.Get("X-Gatehouse-Delivery")]++
 	}
 	if len(got) != want || len(ids) != want {
-		t.Fatalf("%d decisions: %d deliveries of %d distinct messages, want each once", want, len(got), len(ids))
+		t.Fatalf("%d requests and decisions: %d deliveries of %d distinct messages, want each once", want, len(got), len(ids))
 	}
 }

@@ -56,9 +56,45 @@ decision := allowed("public route") if {
 	count(data.gatehouse.ext.deny) > 0
 } else := allowed("allowed")
 
-allowed(reason) := {"allow": true, "code": "", "reason": reason}
+allowed(reason) := object.union({"allow": true, "code": "", "reason": reason}, step_up_field)
 
 denied(code, reason) := {"allow": false, "code": code, "reason": reason}
+
+# --- step-up (spec §10) ----------------------------------------------------
+#
+# data.gatehouse.config.step_up lists authentication contexts that routes or
+# permissions require of a signed-in session: {"name", "routes" (globs over
+# "METHOD /path", the API route pattern for API routes), "permissions" (any
+# one the request needs), "acr" (any one), "amr" (every one), "max_age_s"}.
+# An allowed decision carries the first rule that applies as "step_up"; the
+# runtime compares it with the session's authentication (its acr, amr and
+# auth_time) and the clock, so decisions stay cacheable.
+
+default step_up_field := {}
+
+step_up_field := {"step_up": step_up_rules[min(step_up_matches)]}
+
+step_up_rules := object.get(cfg, "step_up", [])
+
+step_up_matches contains i if {
+	input.subject.auth == "session"
+	some i, rule in step_up_rules
+	step_up_applies(rule)
+}
+
+step_up_applies(rule) if {
+	some pattern in object.get(rule, "routes", [])
+	glob.match(pattern, [], step_up_route)
+}
+
+step_up_applies(rule) if {
+	some p in object.get(rule, "permissions", [])
+	p in (required_any | required_all)
+}
+
+step_up_route := api_route
+
+step_up_route := concat(" ", [input.request.method, input.request.path_folded]) if not api_route
 
 # --- request -------------------------------------------------------------
 

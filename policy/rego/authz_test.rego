@@ -360,3 +360,44 @@ test_added_model_route_needs_models_use if {
 	outcome(signed(req, bearer("user", ["system:access"], []))) == deny("forbidden") with data.gatehouse.config.routes as routes
 	outcome(signed(req, bearer("user", ["models:use"], []))) == allowed with data.gatehouse.config.routes as routes
 }
+
+# --- step-up -------------------------------------------------------------------
+
+step_up_rules := [
+	{"name": "admin-api", "permissions": ["config:manage"], "amr": ["mfa"], "max_age_s": 900},
+	{"name": "chat", "routes": ["POST /v1/chat/*"], "acr": ["urn:gh:mfa"]},
+]
+
+decide_with_step_up(req) := d if {
+	d := authz.decision with input as req with data.gatehouse.config.step_up as step_up_rules
+}
+
+test_a_permission_rule_rides_on_the_allowed_decision if {
+	d := decide_with_step_up(signed(api("PUT /api/users/{id}/role"), person("admin", "active")))
+	d.allow
+	d.step_up.name == "admin-api"
+}
+
+test_a_route_rule_matches_the_backend_path if {
+	d := decide_with_step_up(chat_request(person("user", "active"), "llama3"))
+	d.allow
+	d.step_up.name == "chat"
+}
+
+test_a_request_no_rule_covers_has_no_step_up if {
+	d := decide_with_step_up(signed(api("GET /api/auth/me"), person("user", "active")))
+	d.allow
+	not d.step_up
+}
+
+test_a_token_is_not_asked_to_step_up if {
+	d := decide_with_step_up(object.union(chat_request(bearer("user", ["models:use", "chat:use"], ["*"]), "llama3"), {}))
+	d.allow
+	not d.step_up
+}
+
+test_a_refusal_carries_no_step_up if {
+	d := decide_with_step_up(signed(api("PUT /api/users/{id}/role"), person("user", "active")))
+	not d.allow
+	not d.step_up
+}

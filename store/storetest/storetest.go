@@ -55,6 +55,19 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DenyAccessRequest", testDeny},
 		{"DecideIsAtomic", testDecideAtomic},
 		{"ConcurrentDecisions", testConcurrentDecisions},
+		{"CreateAccessRequestOutbox", testCreateAccessRequestOutbox},
+		{"ExpireAccessRequests", testExpireAccessRequests},
+		{"ExpireAccessRequestsOldestFirst", testExpireAccessRequestsOldestFirst},
+		{"ExpireAccessRequestsFollowFails", testExpireAccessRequestsFollowFails},
+		{"ConcurrentExpiryAndDecision", testConcurrentExpiryAndDecision},
+		{"CreateElevation", testCreateElevation},
+		{"ListElevations", testListElevations},
+		{"ApproveElevation", testApproveElevation},
+		{"DenyElevation", testDenyElevation},
+		{"ConcurrentElevationDecisions", testConcurrentElevationDecisions},
+		{"ExpireElevations", testExpireElevations},
+		{"SetUserRoleEndsElevation", testSetUserRoleEndsElevation},
+		{"ExpireElevationKeepsAnAdmin", testExpireElevationKeepsAnAdmin},
 		{"Audit", testAudit},
 		{"Outbox", testOutbox},
 		{"OutboxClaims", testOutboxClaims},
@@ -85,6 +98,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentAddUsage", testConcurrentAddUsage},
 		{"DeleteUsageBefore", testDeleteUsageBefore},
 		{"QueryUsageUnknownGroup", testQueryUsageUnknownGroup},
+		{"BreakGlassGrant", testBreakGlassGrant},
+		{"BreakGlassCodes", testBreakGlassCodes},
+		{"ConcurrentBreakGlassCode", testConcurrentBreakGlassCode},
+		{"ListBreakGlassGrants", testListBreakGlassGrants},
+		{"EndBreakGlassGrants", testEndBreakGlassGrants},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -188,10 +206,13 @@ func testRecordLoginCreates(t *testing.T, s store.Store) {
 	if got := getUser(t, s, u.ID); !reflect.DeepEqual(got, want) {
 		t.Fatalf("GetUser = %+v, want %+v", got, want)
 	}
-	other, err := s.RecordLogin(t.Context(), store.LoginInfo{Issuer: "https://other.example", Subject: "sub-ann@example.com", Now: t0})
+	other, err := s.RecordLogin(t.Context(), store.LoginInfo{Issuer: "https://other.example", Subject: "sub-ann@example.com", Provider: "partners", Now: t0})
 	noErr(t, "RecordLogin other issuer", err)
 	if other.ID == u.ID {
 		t.Fatal("same subject at another issuer must be another user")
+	}
+	if other.Provider != "partners" || getUser(t, s, other.ID).Provider != "partners" {
+		t.Fatalf("the user of provider partners names %q", other.Provider)
 	}
 }
 
@@ -200,11 +221,12 @@ func testRecordLoginRefreshes(t *testing.T, s store.Store) {
 	_, err := s.SetUserStatus(t.Context(), u.ID, store.StatusActive, store.AuditEvent{})
 	noErr(t, "SetUserStatus", err)
 	again, err := s.RecordLogin(t.Context(), store.LoginInfo{
-		Issuer: u.Issuer, Subject: u.Subject, Email: "ann@new.example", Name: "Ann New", Now: at(time.Hour),
+		Issuer: u.Issuer, Subject: u.Subject, Email: "ann@new.example", Name: "Ann New", Provider: "corp", Now: at(time.Hour),
 	})
 	noErr(t, "RecordLogin again", err)
 	want := u
 	want.Email, want.Name, want.Status, want.LastLoginAt = "ann@new.example", "Ann New", store.StatusActive, ptr(at(time.Hour))
+	want.Provider = "corp" // a user of before several providers learns theirs
 	if !reflect.DeepEqual(again, want) {
 		t.Fatalf("second RecordLogin = %+v, want %+v", again, want)
 	}
@@ -544,6 +566,8 @@ func testSessions(t *testing.T, s store.Store) {
 	ann := login(t, s, "ann@example.com", false)
 	bob := login(t, s, "bob@example.com", false)
 	want := session("s1", ann.ID)
+	// How the sign-in was authenticated comes back as it went in (step-up).
+	want.Auth = store.AuthContext{ACR: "urn:example:mfa", AMR: []string{"pwd", "otp"}, AuthTime: at(-time.Minute)}
 	noErr(t, "CreateSession", s.CreateSession(t.Context(), want))
 	wantErr(t, "CreateSession duplicate", s.CreateSession(t.Context(), want), store.ErrConflict)
 	wantErr(t, "CreateSession unknown user", s.CreateSession(t.Context(), session("s9", "missing")), store.ErrNotFound)

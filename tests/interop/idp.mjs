@@ -7,6 +7,7 @@
 //
 //   node idp.mjs --port 9000 --admin-port 9001 \
 //     --client-id gatehouse --client-secret s3cret \
+//     [--accounts '{"pat":{"email":"pat@partner.example","email_verified":true,"name":"Pat"}}'] \
 //     --redirect-uri http://127.0.0.1:8080/api/auth/callback \
 //     --post-logout-redirect-uri http://127.0.0.1:8080/
 //
@@ -33,6 +34,9 @@ const { values: opts } = parseArgs({
     'client-secret': { type: 'string', default: process.env.IDP_CLIENT_SECRET },
     'redirect-uri': { type: 'string', default: process.env.IDP_REDIRECT_URI },
     'post-logout-redirect-uri': { type: 'string', default: process.env.IDP_POST_LOGOUT_REDIRECT_URI },
+    // JSON: username → claims, replacing the people below (a second
+    // provider with other people and other claims).
+    accounts: { type: 'string', default: process.env.IDP_ACCOUNTS },
   },
 });
 for (const name of ['port', 'admin-port', 'client-secret', 'redirect-uri', 'post-logout-redirect-uri']) {
@@ -46,7 +50,7 @@ const host = '127.0.0.1';
 const issuer = `http://${host}:${opts.port}`;
 
 // The people who can sign in, by username.
-const accounts = {
+const accounts = opts.accounts ? JSON.parse(opts.accounts) : {
   alice: { email: 'alice@example.com', email_verified: true, name: 'Alice Admin' },
   bob: { email: 'bob@example.com', email_verified: true, name: 'Bob Builder' },
   carol: { email: 'carol@example.com', email_verified: true, name: 'Carol Clerk' },
@@ -81,12 +85,20 @@ function newProvider(signingKey) {
       token_endpoint_auth_method: 'client_secret_basic',
     }],
     jwks: { keys: [signingKey] },
+    // A second factor: asked for with acr_values=urn:gatehouse:mfa, it
+    // adds a one-time code to the sign-in, and the ID token says so in acr
+    // and amr (step-up tests).
+    acrValues: ['urn:gatehouse:mfa'],
     // Fixed, so the IdP's own cookies stay valid across a key rotation.
     cookies: { keys: ['interop-idp-cookie-key'] },
     claims: {
-      openid: ['sub'],
+      // acr and amr ride with openid, so every ID token says how the person
+      // signed in (as Entra and Keycloak do), not only when asked.
+      openid: ['sub', 'acr', 'amr'],
       email: ['email', 'email_verified'],
-      profile: ['name'],
+      // groups and the other claims the sign-in rules read ride with the
+      // profile (in userinfo, as many IdPs send them).
+      profile: ['name', 'groups', 'employee_type'],
     },
     async findAccount(ctx, id) {
       const person = accounts[id];
@@ -130,6 +142,18 @@ async function readForm(req) {
   return new URLSearchParams(body);
 }
 
+// The one-time code every account's second factor accepts.
+const otpCode = '123456';
+
+function otpForm(uid, username, error) {
+  return page('Enter your one-time code', `${error ? `<p id="login-error">${html(error)}</p>` : ''}
+<form id="otp-form" method="post" action="/interaction/${html(uid)}/otp">
+<input type="hidden" name="username" value="${html(username)}">
+<label>Code <input id="otp" name="otp" autocomplete="one-time-code" autofocus></label>
+<button id="verify" type="submit">Verify</button>
+</form>`);
+}
+
 function loginForm(uid, error) {
   return page('Sign in to the identity provider', `${error ? `<p id="login-error">${html(error)}</p>` : ''}
 <form id="login-form" method="post" action="/interaction/${html(uid)}/login">
@@ -144,6 +168,7 @@ async function interaction(req, res) {
   const { provider } = current;
   const details = await provider.interactionDetails(req, res);
   const { uid, prompt, params } = details;
+  const wantsMFA = String(params.acr_values ?? '').split(' ').includes('urn:gatehouse:mfa');
   if (req.method === 'POST' && req.url.endsWith('/login')) {
     const username = ((await readForm(req)).get('username') ?? '').trim().toLowerCase();
     if (!accounts[username]) {
@@ -151,7 +176,24 @@ async function interaction(req, res) {
       res.end(loginForm(uid, `No account named “${username}”.`));
       return;
     }
-    await provider.interactionFinished(req, res, { login: { accountId: username } }, { mergeWithLastSubmission: false });
+    if (wantsMFA) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(otpForm(uid, username));
+      return;
+    }
+    await provider.interactionFinished(req, res, { login: { accountId: username, amr: ['pwd'] } }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (req.method === 'POST' && req.url.endsWith('/otp')) {
+    const form = await readForm(req);
+    const username = (form.get('username') ?? '').trim().toLowerCase();
+    if (!accounts[username] || form.get('otp') !== otpCode) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(otpForm(uid, username, 'That code is not right.'));
+      return;
+    }
+    await provider.interactionFinished(req, res,
+      { login: { accountId: username, acr: 'urn:gatehouse:mfa', amr: ['pwd', 'otp'] } }, { mergeWithLastSubmission: false });
     return;
   }
   if (prompt.name === 'login') {
