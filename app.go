@@ -113,6 +113,9 @@ func (a *App) Validate() error {
 // policy files, session sweeping) on the configuration's Caddy context, so
 // they end when the configuration is unloaded.
 func (a *App) Start() error {
+	if err := a.checkDevIdPListeners(); err != nil {
+		return err
+	}
 	if err := a.rt.Open(a.ctx); err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
 	}

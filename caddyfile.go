@@ -211,6 +211,13 @@ func (a *App) unmarshalDevIdP(d *caddyfile.Dispenser) error {
 	c := new(devidp.Config)
 	a.DevIdP = c
 	return parseBlock(d, "gatehouse: dev_idp", map[string]subdirective{
+		"allow_remote": func(d *caddyfile.Dispenser) error {
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.AllowRemote = true
+			return nil
+		},
 		"user": func(d *caddyfile.Dispenser) error {
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {

@@ -57,13 +57,15 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gatehouse: loading the gatehouse app: %w", err)
 	}
 	g.rt = app.(*App).Runtime()
+	pg := pages.New(g.rt)
 	g.guard, err = guard.New(ctx, g.rt, guard.Options{
 		ModelRoutes:         g.ModelRoutes,
 		ListingRoutes:       g.ListingRoutes,
 		MaxBodyBytes:        g.MaxBodyBytes,
 		AllowAmbiguousPaths: g.AllowAmbiguousPaths,
 		NoStreamUsage:       g.MeterStreamUsage != nil && !*g.MeterStreamUsage,
-		ErrorPage:           pages.ErrorPage(g.rt),
+		ErrorPage:           pg.ErrorPage,
+		RefusalPage:         pg.RefusalPage,
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)

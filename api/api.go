@@ -33,6 +33,8 @@ type API struct {
 	mux   *http.ServeMux
 	cop   *http.CrossOriginProtection
 	pages Pages
+	// openapi is the OpenAPI document as served, its paths under the api_prefix.
+	openapi []byte
 }
 
 // handler is one API route's handler; route is its canonical pattern (with
@@ -42,10 +44,36 @@ type handler func(w http.ResponseWriter, r *http.Request, route string) error
 // New builds the router for the runtime's prefixes; pages may be nil.
 func New(rt *core.Runtime, pages Pages) *API {
 	a := &API{rt: rt, acts: actions.New(rt), mux: http.NewServeMux(), cop: http.NewCrossOriginProtection(), pages: pages}
-	routes := []struct {
-		pattern string // "GET /api/users/{id}"
-		handle  handler
-	}{
+	a.openapi = openAPIDocument(rt.APIPrefix)
+	for _, rt := range a.routes() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		a.mux.HandleFunc(method+" "+a.apiPath(path), a.serve(rt.pattern, rt.handle))
+	}
+	a.mux.HandleFunc("GET /.well-known/jwks.json", a.jwks)
+	a.mux.HandleFunc("GET /.well-known/openid-configuration", a.openIDConfiguration)
+	// Paths Gatehouse owns answer 404/405 themselves instead of falling
+	// through to the backend; everything else under the prefix (an Ollama
+	// backend's /api/chat, say) is the backend's.
+	for _, p := range []string{"/api/auth/", "/api/access/", "/api/elevations", "/api/elevations/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/usage", "/api/usage/", "/api/break-glass", "/api/break-glass/", "/api/health", "/api/openapi.json"} {
+		a.mux.HandleFunc(a.apiPath(p), a.serve("", unknownRoute))
+	}
+	if pages != nil {
+		pages.Register(a.mux)
+	}
+	return a
+}
+
+// route is one API route: its canonical pattern ("GET /api/users/{id}", as
+// the policy and the OpenAPI document know it) and its handler.
+type route struct {
+	pattern string
+	handle  handler
+}
+
+// routes is the API's route list; openapi.json documents each of them
+// (TestOpenAPIDocumentsEveryRoute).
+func (a *API) routes() []route {
+	return []route{
 		{"GET /api/auth/login", a.login},
 		{"POST /api/auth/login", a.login},
 		{"GET /api/auth/callback", a.callback},
@@ -83,23 +111,8 @@ func New(rt *core.Runtime, pages Pages) *API {
 		{"GET /api/break-glass", a.listBreakGlass},
 		{"POST /api/break-glass/{id}/acknowledge", a.acknowledgeBreakGlass},
 		{"GET /api/health", a.health},
+		{"GET /api/openapi.json", a.openAPI},
 	}
-	for _, rt := range routes {
-		method, path, _ := strings.Cut(rt.pattern, " ")
-		a.mux.HandleFunc(method+" "+a.apiPath(path), a.serve(rt.pattern, rt.handle))
-	}
-	a.mux.HandleFunc("GET /.well-known/jwks.json", a.jwks)
-	a.mux.HandleFunc("GET /.well-known/openid-configuration", a.openIDConfiguration)
-	// Paths Gatehouse owns answer 404/405 themselves instead of falling
-	// through to the backend; everything else under the prefix (an Ollama
-	// backend's /api/chat, say) is the backend's.
-	for _, p := range []string{"/api/auth/", "/api/access/", "/api/elevations", "/api/elevations/", "/api/users", "/api/users/", "/api/audit", "/api/settings", "/api/settings/", "/api/tokens", "/api/tokens/", "/api/keys/", "/api/usage", "/api/usage/", "/api/break-glass", "/api/break-glass/", "/api/health"} {
-		a.mux.HandleFunc(a.apiPath(p), a.serve("", unknownRoute))
-	}
-	if pages != nil {
-		pages.Register(a.mux)
-	}
-	return a
 }
 
 // signInRoutes are the routes a browser follows while signing in: their

@@ -75,8 +75,8 @@ func csvCell(s string) string {
 
 // usageLimits answers GET /api/usage/limits: {"limits":{…}}, the caller's
 // limits by name (spec §8: requests_per_minute, tokens_per_day, …) with
-// what is left of each. Quotas are not configurable yet, so no caller has
-// a limit and the object is empty.
+// what is left of each (the tightest of the role's, the user's and the
+// token's); the object is empty when none applies.
 func (a *API) usageLimits(w http.ResponseWriter, r *http.Request, route string) error {
 	limits, err := a.acts.UsageLimits(r, route)
 	if err != nil {

@@ -67,6 +67,7 @@ cat >"$work/gate.Caddyfile" <<CFG
 	}
 }
 http://$GATE {
+	bind 127.0.0.1
 	gatehouse_api
 	gatehouse
 	reverse_proxy $BACKEND

@@ -229,7 +229,9 @@ func (rt *Runtime) followCreators(ctx context.Context) {
 	}
 	seen := map[string]bool{}
 	for _, t := range live {
-		if seen[t.CreatedBy] {
+		// The operator's tokens (made on the command line) have no creator
+		// who could lose the right: they live until they expire or are revoked.
+		if seen[t.CreatedBy] || t.CreatedBy == ActorCLI {
 			continue
 		}
 		seen[t.CreatedBy] = true

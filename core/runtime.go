@@ -51,6 +51,7 @@ type Runtime struct {
 	providers   []*identity.RP // the OpenID providers, the configured order (providers.go)
 	DevIdP      *devidp.Provider
 	LoginSealer *keys.Sealer
+	FlashSealer *keys.Sealer // a new token's string on its way to the page that shows it once (package pages)
 	Keys        *keys.Ring
 	Notify      notify.Config
 	Logger      *zap.Logger
@@ -181,6 +182,7 @@ func (rt *Runtime) Open(ctx context.Context) (err error) {
 		return err
 	}
 	rt.LoginSealer = secret.Sealer("login-state")
+	rt.FlashSealer = secret.Sealer("token-flash")
 	_, longest := o.tokenLifetimes()
 	rt.Keys, err = keys.NewRing(ctx, rt.Store, secret.Sealer(keys.SigningKeyPurpose), rt.ringConfig(o, longest), time.Now)
 	if err != nil {

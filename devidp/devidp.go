@@ -38,10 +38,13 @@ type Client struct {
 // Config describes one provider. Its JSON is what Gatehouse's dev_idp block
 // configures, the users; Gatehouse derives the rest.
 type Config struct {
-	Users   []User      `json:"users,omitempty"`
-	Issuer  string      `json:"-"` // absolute URL including the mount path, e.g. "http://127.0.0.1:8080/dev-idp"
-	Clients []Client    `json:"-"`
-	Logger  *zap.Logger `json:"-"` // may be nil
+	Users []User `json:"users,omitempty"`
+	// AllowRemote lets it start while Gatehouse listens beyond loopback:
+	// anyone who reaches the site can then sign in as any user.
+	AllowRemote bool        `json:"allow_remote,omitempty"`
+	Issuer      string      `json:"-"` // absolute URL including the mount path, e.g. "http://127.0.0.1:8080/dev-idp"
+	Clients     []Client    `json:"-"`
+	Logger      *zap.Logger `json:"-"` // may be nil
 }
 
 // Validate reports a configuration that offers nobody to sign in as. New

@@ -48,7 +48,12 @@ type Guard struct {
 	allowAmbiguous bool
 	streamUsage    bool
 	errorPage      refusal.ErrorPage
+	refusalPage    RefusalPage
 }
+
+// RefusalPage answers a browser refused with its session, so that the page
+// can say who is signed in and offer a way on; code is the refusal's.
+type RefusalPage func(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, code, title, message string)
 
 // Options tune a guard; zero values take the defaults.
 type Options struct {
@@ -63,6 +68,9 @@ type Options struct {
 	// ErrorPage answers refused browsers; default refusal.PlainErrorPage
 	// (the Caddy module passes the Gatehouse page).
 	ErrorPage refusal.ErrorPage
+	// RefusalPage answers refused browsers that are signed in (a session);
+	// default ErrorPage.
+	RefusalPage RefusalPage
 	// NoStreamUsage leaves streaming OpenAI requests as they are instead of
 	// adding stream_options.include_usage (for a backend that refuses it);
 	// their tokens are then estimated.
@@ -76,7 +84,7 @@ const DefaultMaxBodyBytes = 8 << 20
 // route table, which the policy reads too.
 func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 	g := &Guard{rt: rt, cop: http.NewCrossOriginProtection(), maxBody: o.MaxBodyBytes, allowAmbiguous: o.AllowAmbiguousPaths,
-		streamUsage: !o.NoStreamUsage, errorPage: o.ErrorPage}
+		streamUsage: !o.NoStreamUsage, errorPage: o.ErrorPage, refusalPage: o.RefusalPage}
 	if g.errorPage == nil {
 		g.errorPage = refusal.PlainErrorPage
 	}
@@ -316,6 +324,10 @@ func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, sub *core.Subject
 		status = http.StatusNotFound
 	}
 	if isBrowserNavigation(r) {
+		if g.refusalPage != nil && sub != nil && sub.Auth == policy.AuthSession {
+			g.refusalPage(w, r, sub, status, code, title, reason)
+			return
+		}
 		g.errorPage(w, status, title, reason)
 		return
 	}

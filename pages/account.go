@@ -28,7 +28,12 @@ func (p *Pages) account(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return p.renderAccount(w, r, sub, http.StatusOK, "", notices[r.URL.Query().Get("notice")], tokenForm{}, nil)
+	created, lost := p.takeFlash(w, r, sub, "/account")
+	var errMsg string
+	if lost {
+		errMsg = flashLost
+	}
+	return p.renderAccount(w, r, sub, http.StatusOK, errMsg, notices[r.URL.Query().Get("notice")], tokenForm{}, created)
 }
 
 func (p *Pages) renderAccount(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, errMsg, notice string, form tokenForm, created *actions.CreatedToken) error {
@@ -91,6 +96,8 @@ func (p *Pages) createPersonalToken(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return p.accountFailure(w, r, sub, "The token was not created", err, form)
 	}
-	// The one answer that holds the token string: rendered, not redirected to.
-	return p.renderAccount(w, r, sub, http.StatusOK, "", "", tokenForm{}, tok)
+	if err := p.setFlash(w, sub, "/account", tok); err != nil {
+		return err
+	}
+	return seeOther(p.rt.PagesPrefix + "/account")
 }

@@ -59,6 +59,7 @@ var notices = map[string]string{
 // there only when the policy lets the caller use the API behind it.
 type dashboard struct {
 	ShowRequests bool
+	History      []store.AccessRequest // the latest decided requests, newest first
 
 	ShowElevations bool
 	Elevations     []store.Elevation // pending
@@ -86,6 +87,7 @@ type dashboard struct {
 
 	ShowSecurity   bool
 	SecurityEvents []securityEvent // the latest anomaly.* audit events
+	Audit          *auditView      // nil unless the caller may read the audit log
 
 	ShowBreakGlass bool
 	BreakGlass     []breakGlassRow // the grants not acknowledged yet (break_glass.go)
@@ -94,7 +96,7 @@ type dashboard struct {
 type userRow struct {
 	store.User
 	Self       bool
-	NextStatus string // the status the status form sets
+	NextStatus string // the status the status form sets; none for pending and denied users
 	CanStatus  bool
 	CanRole    bool
 	CanDelete  bool
@@ -147,6 +149,7 @@ type dashState struct {
 	RoleForm      roleForm
 	TokenForm     tokenForm
 	Created       *actions.CreatedToken
+	Audit         auditQuery
 }
 
 func (p *Pages) admin(w http.ResponseWriter, r *http.Request) error {
@@ -155,9 +158,15 @@ func (p *Pages) admin(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	return p.renderDashboard(w, r, sub, http.StatusOK, dashState{
-		Notice: notices[q.Get("notice")], Filter: filterFrom(q), Cursor: q.Get("cursor"),
-	})
+	st := dashState{Notice: notices[q.Get("notice")], Filter: filterFrom(q), Cursor: q.Get("cursor"), Audit: auditQueryFrom(q)}
+	created, lost := p.takeFlash(w, r, sub, "/admin")
+	switch {
+	case created != nil:
+		st.Created, st.Notice = created, "The system token was created."
+	case lost:
+		st.Error = flashLost
+	}
+	return p.renderDashboard(w, r, sub, http.StatusOK, st)
 }
 
 func filterFrom(q url.Values) userFilter {
@@ -190,11 +199,11 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 	d.Dash = dash
 
 	if dash.ShowRequests = p.acts.Allowed(r, sub, routeListRequests, nil, nil); dash.ShowRequests {
-		reqs, err := p.rt.Store.ListAccessRequests(ctx, store.RequestPending)
+		all, err := p.rt.Store.ListAccessRequests(ctx, "all")
 		if err != nil {
 			return err
 		}
-		d.Requests = reqs
+		d.Requests, dash.History = pendingAndHistory(all)
 	}
 
 	if dash.ShowElevations = p.acts.MayReviewElevations(r, sub, routeListElevations); dash.ShowElevations {
@@ -256,6 +265,9 @@ func (p *Pages) renderDashboard(w http.ResponseWriter, r *http.Request, sub *cor
 			return err
 		}
 		dash.SecurityEvents = events
+		if dash.Audit, err = p.auditView(r, st.Audit); err != nil {
+			return err
+		}
 	}
 
 	// Emergency access heads the dashboard while a grant waits for
@@ -286,15 +298,20 @@ func (p *Pages) userRows(r *http.Request, sub *core.Subject, users []store.User)
 	mayDelete := p.acts.Allowed(r, sub, routeDeleteUser, nil, nil)
 	rows := make([]userRow, 0, len(users))
 	for _, u := range users {
-		row := userRow{User: u, Self: u.ID == sub.User.ID, NextStatus: store.StatusActive}
-		if u.Status == store.StatusActive {
+		row := userRow{User: u, Self: u.ID == sub.User.ID}
+		// Pending and denied people get access through a reviewed request,
+		// never by an Activate button that skips the review.
+		switch u.Status {
+		case store.StatusActive:
 			row.NextStatus = store.StatusSuspended
+		case store.StatusSuspended:
+			row.NextStatus = store.StatusActive
 		}
 		// Nobody gets forms on their own row: the API refuses deleting
 		// yourself, and suspending or demoting yourself from a list is a slip.
 		if !row.Self {
 			target := &policy.Target{ID: u.ID, Role: u.Role, Status: u.Status}
-			row.CanStatus = mayStatus && p.acts.Allowed(r, sub, routeUserStatus, target, &policy.Change{Status: row.NextStatus})
+			row.CanStatus = mayStatus && row.NextStatus != "" && p.acts.Allowed(r, sub, routeUserStatus, target, &policy.Change{Status: row.NextStatus})
 			row.CanRole = mayRole && p.acts.Allowed(r, sub, routeUserRole, target, nil)
 			row.CanDelete = mayDelete && p.acts.Allowed(r, sub, routeDeleteUser, target, nil)
 		}
@@ -544,10 +561,14 @@ func (p *Pages) createSystemToken(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return p.dashboardFailure(w, r, sub, "The token was not created", err, dashState{TokenForm: form})
 	}
-	// The one answer that holds the token string: rendered, not redirected to.
-	return p.renderDashboard(w, r, sub, http.StatusOK, dashState{
-		Notice: "The system token was created.", Created: tok, Filter: filterFrom(p.returnFilter(r)),
-	})
+	if err := p.setFlash(w, sub, "/admin", tok); err != nil {
+		return err
+	}
+	to := p.rt.PagesPrefix + "/admin"
+	if q := filterFrom(p.returnFilter(r)).query().Encode(); q != "" {
+		to += "?" + q
+	}
+	return seeOther(to)
 }
 
 func tokenFormFrom(r *http.Request) tokenForm {

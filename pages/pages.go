@@ -7,6 +7,7 @@
 package pages
 
 import (
+	"cmp"
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/actions"
 	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/policy"
 	"github.com/gatehouse/gatehouse/refusal"
 	"github.com/gatehouse/gatehouse/store"
 )
@@ -108,7 +110,11 @@ type failure struct {
 	status         int
 	title, message string
 	sub            *core.Subject // when known, the header shows who is signed in
+	wayOn          *link
 }
+
+// link is a link a page offers.
+type link struct{ Href, Text string }
 
 func (f *failure) Error() string { return fmt.Sprintf("%d %s: %s", f.status, f.title, f.message) }
 
@@ -152,6 +158,7 @@ func (p *Pages) serve(h handler) http.HandlerFunc {
 			d = p.dataFor(r, f.title, f.sub)
 		}
 		d.Message = f.message
+		d.WayOn = f.wayOn
 		p.render(w, f.status, "error", d)
 	}
 }
@@ -177,10 +184,13 @@ type pageData struct {
 	// ContinueTo is where the page sends the browser on at once (a meta
 	// refresh, which a strict form-action does not block) and links to.
 	ContinueTo string
+	// WayOn is a refusal page's link to where the person can go on.
+	WayOn *link
 
 	Request    *store.AccessRequest
 	Requests   []store.AccessRequest
 	CanRequest bool
+	Suspension *suspension // the request-access page of a suspended person
 	Roles      []string
 	Form       actions.AccessRequest
 
@@ -264,6 +274,31 @@ func (p *Pages) SignOutPage(w http.ResponseWriter, endSession string) {
 // ErrorPage is the Gatehouse error page for the guard's refusals of browsers.
 func ErrorPage(rt *core.Runtime) refusal.ErrorPage { return New(rt).ErrorPage }
 
+// RefusalPage answers a browser the guard refuses with the person's session:
+// the header says who is signed in and offers Sign out, and a denied or
+// suspended person gets the way on (a guard.RefusalPage).
+func (p *Pages) RefusalPage(w http.ResponseWriter, r *http.Request, sub *core.Subject, status int, code, title, message string) {
+	d := p.dataFor(r, title, sub)
+	d.Message = message
+	d.WayOn = p.wayOn(code)
+	p.render(w, status, "error", d)
+}
+
+// wayOn is where a refused person can go on: the request-access page, which
+// tells a suspended person why and lets a denied one ask again.
+func (p *Pages) wayOn(code string) *link {
+	switch code {
+	case policy.CodeAccessDenied:
+		return &link{Href: p.rt.PagesPrefix + "/request-access", Text: "Request access again"}
+	case policy.CodeAccountSuspended:
+		return &link{Href: p.rt.PagesPrefix + "/request-access", Text: "Why your account is suspended"}
+	}
+	return nil
+}
+
+// refusalTitles are the titles of the refusals of a person's status, as the guard names them.
+var refusalTitles = map[string]string{policy.CodeAccessDenied: "Access denied", policy.CodeAccountSuspended: "Account suspended"}
+
 // authorize is the actions' Authorize for pages: an anonymous browser is
 // sent to sign in, a person without access to request it, and any other
 // refusal is a page with the reason.
@@ -286,7 +321,8 @@ func (p *Pages) authorize(r *http.Request, route string) (*core.Subject, error) 
 		return nil, seeOther(p.rt.PagesPrefix + "/request-access")
 	}
 	who, _, _ := p.acts.Identify(r)
-	return nil, &failure{status: pr.Status, title: "Forbidden", message: capitalize(pr.Detail) + ".", sub: who}
+	return nil, &failure{status: pr.Status, title: cmp.Or(refusalTitles[pr.Code], "Forbidden"), message: capitalize(pr.Detail) + ".",
+		sub: who, wayOn: p.wayOn(pr.Code)}
 }
 
 // signIn sends the browser to sign in and come back: to the page it asked
@@ -347,7 +383,16 @@ func (p *Pages) renderRequestAccess(w http.ResponseWriter, r *http.Request, sub 
 	case !errors.Is(err, store.ErrNotFound):
 		return err
 	}
-	d.CanRequest = sub.User.Status != store.StatusActive && (d.Request == nil || d.Request.Status != store.RequestPending)
+	if sub.User.Status == store.StatusSuspended {
+		// The suspension, not an old request or a form, is what the person
+		// needs to read; their way back is an admin or manager.
+		if d.Suspension, err = p.suspension(r, sub.User.ID); err != nil {
+			return err
+		}
+		d.Request = nil
+	}
+	d.CanRequest = sub.User.Status != store.StatusActive && sub.User.Status != store.StatusSuspended &&
+		(d.Request == nil || d.Request.Status != store.RequestPending)
 	d.Roles = p.roles()
 	if form.Name == "" {
 		form.Name = sub.User.Name
@@ -384,6 +429,32 @@ func (p *Pages) submitRequest(w http.ResponseWriter, r *http.Request) error {
 		return &failure{status: http.StatusServiceUnavailable, title: "Temporarily unavailable", message: "Your request was not saved. Please try again shortly."}
 	}
 	return seeOther(p.rt.PagesPrefix + "/request-access?notice=submitted")
+}
+
+// suspension is what the request-access page tells a suspended person.
+type suspension struct {
+	Since  *time.Time
+	Reason string
+}
+
+// suspensionsSearched bounds the search of a person's audit events for their suspension.
+const suspensionsSearched = 50
+
+// suspension reads when and why userID was suspended from the audit log: the
+// latest user.status_changed to suspended of which they are the target. A
+// suspended person acts no more, so it is among their latest events.
+func (p *Pages) suspension(r *http.Request, userID string) (*suspension, error) {
+	events, err := p.rt.Store.ListAudit(r.Context(), store.AuditFilter{UserID: userID, Type: "user.status_changed", Limit: suspensionsSearched})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range events {
+		if e.TargetID == userID && e.Detail["to"] == store.StatusSuspended {
+			reason, _ := e.Detail["reason"].(string)
+			return &suspension{Since: &e.Time, Reason: strings.TrimSpace(reason)}, nil
+		}
+	}
+	return &suspension{}, nil
 }
 
 // formAction identifies the caller of a page form and reads the form; the

@@ -54,6 +54,19 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return st, nil
 }
 
+// BackupTo writes a consistent copy of the database to path, which must not
+// exist (VACUUM INTO): a snapshot of one read transaction, taken while other
+// connections, other processes too, keep writing.
+func (s *SQLite) BackupTo(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("backup to %s: the file exists", path)
+	}
+	if _, err := s.dialect.(sqliteDialect).db.ExecContext(ctx, "VACUUM INTO ?", path); err != nil {
+		return fmt.Errorf("backup to %s: %w", path, err)
+	}
+	return nil
+}
+
 // sqliteDialect relies on SQLite's single writer: with _txlock=immediate every
 // write transaction runs alone, which serializes what PostgreSQL must lock.
 type sqliteDialect struct {

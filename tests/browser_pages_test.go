@@ -180,7 +180,7 @@ func TestBrowserAdminDashboard(t *testing.T) {
 
 	b.signIn("/gatehouse/admin", alice, "/gatehouse/admin")
 	b.expectText("main h1", "Access requests")
-	b.expectTexts("nav.sections a", "Access requests", "Elevations", "Users", "Roles & settings", "System tokens", "Usage", "Security events")
+	b.expectTexts("nav.sections a", "Access requests", "Elevations", "Users", "Roles & settings", "System tokens", "Usage", "Security events", "Audit log")
 	b.expectText(`header a[href="/gatehouse/admin"]`, "Admin")
 	b.expectText("#no-security-events", "No security events.")
 	b.expectText("#no-requests", "No pending requests.")

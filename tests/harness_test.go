@@ -138,6 +138,7 @@ func (in *instance) caddyfile() string {
 	}
 }
 %s {
+	bind 127.0.0.1
 	gatehouse_api
 	gatehouse%s
 	reverse_proxy %s {
@@ -336,6 +337,7 @@ func (c *client) do(method, path string, body any, headers ...string) *response 
 	if err != nil {
 		c.t.Fatalf("%s %s: reading body: %v", method, path, err)
 	}
+	c.checkOpenAPI(req, resp, data)
 	return &response{Response: resp, body: data}
 }
 

@@ -40,7 +40,7 @@ outcome(req) := object.remove(d, ["reason"]) if {
 # --- public routes -------------------------------------------------------------
 
 test_public_routes_allow_anyone if {
-	every route in ["GET /api/auth/login", "POST /api/auth/login", "GET /api/auth/callback", "GET /api/health", "GET /.well-known/jwks.json"] {
+	every route in ["GET /api/auth/login", "POST /api/auth/login", "GET /api/auth/callback", "GET /api/health", "GET /api/openapi.json", "GET /.well-known/jwks.json"] {
 		outcome(api(route)) == allowed
 		outcome(signed(api(route), person("user", "suspended"))) == allowed
 	}

@@ -1,21 +1,20 @@
 package gatehouse
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 
+	"github.com/gatehouse/gatehouse/cli"
 	"github.com/gatehouse/gatehouse/core"
 )
 
 // The command line (spec §11): `caddy gatehouse …` works on the configured
 // store directly, also while the server is down, and is audited with the
-// actor cli. This file registers the command and its break-glass seal.
+// actor cli. This file registers it; the commands are in package cli.
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
@@ -24,46 +23,24 @@ func init() {
 		Short: "Works on Gatehouse's store directly",
 		Long: `
 Commands of Gatehouse that work on the configured store directly, also while
-the server is down. Each takes --config (and --adapter) like caddy run.
+the server is down; what they change is audited with the actor cli. Each takes
+--config (and --adapter) like caddy run.
 
-  break-glass seal   makes a one-time code for break-glass emergency access
-                     and prints it once; the store keeps only its hash`,
+  users [--status S]          lists the users
+  requests [--status S]       lists access requests (pending by default)
+  approve ID [--role R]       approves a pending access request
+  deny ID                     denies a pending access request
+  role EMAIL|ID ROLE          gives a user a role
+  token create --kind system  creates a system token and prints it once
+  keys rotate [--emergency]   rotates the signing keys
+  audit export [--since T]    prints the audit log as JSON lines
+  backup --out FILE           copies the store and the master secret file
+  break-glass seal            makes a one-time code for break-glass emergency
+                              access and prints it once`,
 		CobraFunc: func(cmd *cobra.Command) {
-			breakGlass := &cobra.Command{Use: "break-glass", Short: "Break-glass emergency access"}
-			seal := &cobra.Command{
-				Use:   "seal",
-				Short: "Makes a sealed one-time code for break-glass emergency access and prints it once",
-				Args:  cobra.NoArgs,
-				RunE:  runBreakGlassSeal,
-			}
-			addConfigFlags(seal)
-			breakGlass.AddCommand(seal)
-			cmd.AddCommand(breakGlass)
+			cmd.AddCommand(cli.Commands(cliOptions)...)
 		},
 	})
-}
-
-// addConfigFlags adds the --config and --adapter flags of caddy run.
-func addConfigFlags(cmd *cobra.Command) {
-	cmd.Flags().StringP("config", "c", "", "Configuration file (default: the Caddyfile in the current directory)")
-	cmd.Flags().StringP("adapter", "a", "", "Name of config adapter to apply")
-}
-
-func runBreakGlassSeal(cmd *cobra.Command, _ []string) error {
-	opts, err := cliOptions(cmd)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-	defer cancel()
-	code, err := core.SealBreakGlassCode(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("break-glass seal: %w", err)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s\n", code)
-	fmt.Fprintln(cmd.ErrOrStderr(), "This one-time code is shown once; Gatehouse keeps only its hash. "+
-		"Keep it sealed; anyone signed in may invoke emergency access with it, once.")
-	return nil
 }
 
 // cliOptions loads the configuration as caddy run does and returns the
