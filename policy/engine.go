@@ -203,6 +203,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	data["gatehouse"].(map[string]any)["derived"] = map[string]any{"role_permissions": rolePermissionClosure(config)}
 	rawRoutes, ok := config["routes"].(map[string]any)
 	if !ok {
 		return nil, errors.New("policy data: routes is not an object")
@@ -506,6 +507,48 @@ func mergeInto(dst, src map[string]any) {
 		}
 		dst[k] = v
 	}
+}
+
+// rolePermissionClosure is each role's permissions with every role it
+// inherits, transitively (cycles tolerated), worked out once per engine so
+// that a decision reads them instead of walking the role graph
+// (data.gatehouse.derived.role_permissions, read by authz.rego).
+func rolePermissionClosure(config map[string]any) map[string]any {
+	roles, _ := config["roles"].(map[string]any)
+	strs := func(v any) []string {
+		list, _ := v.([]any)
+		out := make([]string, 0, len(list))
+		for _, e := range list {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	out := make(map[string]any, len(roles))
+	for name := range roles {
+		seen, perms := map[string]bool{}, map[string]bool{}
+		queue := []string{name}
+		for len(queue) > 0 {
+			r := queue[0]
+			queue = queue[1:]
+			if seen[r] {
+				continue
+			}
+			seen[r] = true
+			role, _ := roles[r].(map[string]any)
+			for _, p := range strs(role["permissions"]) {
+				perms[p] = true
+			}
+			queue = append(queue, strs(role["inherits"])...)
+		}
+		list := make([]any, 0, len(perms))
+		for _, p := range slices.Sorted(maps.Keys(perms)) {
+			list = append(list, p)
+		}
+		out[name] = list
+	}
+	return out
 }
 
 func roleRanks(config map[string]any) (map[string]int, error) {

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 )
 
@@ -53,5 +54,27 @@ func TestStepUpRidesOnTheDecision(t *testing.T) {
 	}
 	if !e.Cacheable() {
 		t.Error("the default policy with step-up rules is not cacheable")
+	}
+}
+
+// TestRolePermissionClosure: each role's closure, worked out once, holds
+// what it inherits transitively and survives a cycle in custom data.
+func TestRolePermissionClosure(t *testing.T) {
+	got := rolePermissionClosure(map[string]any{"roles": map[string]any{
+		"a": map[string]any{"permissions": []any{"p:a"}, "inherits": []any{"b"}},
+		"b": map[string]any{"permissions": []any{"p:b"}, "inherits": []any{"c", "a"}},
+		"c": map[string]any{"permissions": []any{"p:c"}},
+	}})
+	want := map[string]any{"a": []any{"p:a", "p:b", "p:c"}, "b": []any{"p:a", "p:b", "p:c"}, "c": []any{"p:c"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("closure %v, want %v", got, want)
+	}
+	e, err := New(t.Context(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perms, err := e.Permissions(t.Context(), "admin")
+	if err != nil || !slices.Contains(perms, "chat:use") || !slices.Contains(perms, "access:review") || !slices.Contains(perms, "config:manage") {
+		t.Fatalf("admin's permissions %v, %v; want user's, manager's and its own", perms, err)
 	}
 }

@@ -39,6 +39,14 @@ func newUsageBackend(t *testing.T, total int, delay time.Duration) *usageBackend
 
 func (b *usageBackend) addr() string { return strings.TrimPrefix(b.srv.URL, "http://") }
 
+// startEarlyInAMinute waits for the next minute when this one has less
+// than 20 s left, so a test of a per-minute window runs within one.
+func startEarlyInAMinute() {
+	if now := time.Now(); now.Second() >= 40 {
+		time.Sleep(now.Truncate(time.Minute).Add(time.Minute).Sub(now))
+	}
+}
+
 // setRoleLimits gives the user role limits through the settings API.
 func setRoleLimits(t *testing.T, admin *client, limits map[string]any) {
 	t.Helper()
@@ -53,6 +61,7 @@ var chatBody = map[string]any{"model": "llama3", "messages": []any{map[string]an
 // gets 429 rate_limited with Retry-After, OpenAI's x-ratelimit-* headers and
 // error type, and the backend is not called.
 func TestQuotaRequestsPerMinute(t *testing.T) {
+	startEarlyInAMinute() // the window is the calendar minute: do not straddle two
 	be := newUsageBackend(t, 10, 0)
 	in := startInstance(t, instanceConfig{upstream: be.addr()})
 	admin := in.newClient()
@@ -82,16 +91,6 @@ func TestQuotaRequestsPerMinute(t *testing.T) {
 	if n := be.served.Load(); n != 3 {
 		t.Errorf("the backend served %d requests, want 3", n)
 	}
-	// The refusal is metered as a quota hit (the dashboard's chart).
-	waitFor(t, 5*time.Second, "the quota hit in /api/usage", func() string {
-		_, rows := usageRows(t, admin, "group_by=user&user_id="+bobC.userID())
-		for _, row := range rows {
-			if row["requests"] == 3.0 && row["denied"] == 1.0 && row["quota_hits"] == 1.0 {
-				return ""
-			}
-		}
-		return fmt.Sprint(rows)
-	})
 	// The caller can ask what is left.
 	lim := bobC.get("/api/usage/limits").json(t)["limits"].(map[string]any)
 	if rpm, _ := lim["requests_per_minute"].(map[string]any); rpm == nil || rpm["limit"] != float64(3) || rpm["remaining"] != float64(0) {
@@ -108,6 +107,16 @@ func TestQuotaRequestsPerMinute(t *testing.T) {
 			t.Fatalf("admin: %d %s", r.StatusCode, r.body)
 		}
 	}
+	// Bob's refusal is metered as a quota hit (the dashboard's chart).
+	waitFor(t, 5*time.Second, "the quota hit in /api/usage", func() string {
+		_, rows := usageRows(t, admin, "group_by=user&user_id="+bobC.userID())
+		for _, row := range rows {
+			if row["requests"] == 3.0 && row["denied"] == 1.0 && row["quota_hits"] == 1.0 {
+				return ""
+			}
+		}
+		return fmt.Sprint(rows)
+	})
 }
 
 // TestQuotaTokensPerDay: a day's tokens are counted at their real number

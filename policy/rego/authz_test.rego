@@ -401,3 +401,18 @@ test_a_refusal_carries_no_step_up if {
 	not d.allow
 	not d.step_up
 }
+
+# --- the engine's role closure ---------------------------------------------------
+
+test_a_role_closure_the_engine_worked_out_is_read_as_is if {
+	perms := authz.permissions with input as signed(backend("GET", "/"), person("user", "active"))
+		with data.gatehouse.derived.role_permissions as {"user": ["models:use", "only:this"]}
+	perms == {"models:use", "only:this"}
+}
+
+test_a_role_missing_from_the_closure_walks_the_graph if {
+	perms := authz.permissions with input as signed(backend("GET", "/"), person("manager", "active"))
+		with data.gatehouse.derived.role_permissions as {"user": ["only:this"]}
+	"chat:use" in perms
+	"users:manage" in perms
+}
