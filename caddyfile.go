@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/guard"
 	"github.com/gatehouse/gatehouse/identity"
 	"github.com/gatehouse/gatehouse/notify"
 )
@@ -392,6 +393,19 @@ func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 				return d.ArgErr()
 			}
 			g.AllowAmbiguousPaths = true
+			return nil
+		},
+		"identity_headers": func(d *caddyfile.Dispenser) error {
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			for _, n := range names {
+				if _, ok := guard.IdentityHeaderNames[n]; !ok && !(n == "none" && len(names) == 1) {
+					return d.Errf("gatehouse: identity_headers: unknown header %q (user_id, email, role, token_id, assertion, or none alone)", n)
+				}
+			}
+			g.IdentityHeaders = names
 			return nil
 		},
 		"meter_stream_usage": func(d *caddyfile.Dispenser) error {

@@ -461,14 +461,20 @@ func gatehouseBlock(lines ...string) string {
 
 // TestGuardDirectiveOptions: the guard's block reaches the handler's JSON.
 func TestGuardDirectiveOptions(t *testing.T) {
-	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t\tallow_ambiguous_paths\n\t\tmeter_stream_usage off\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
+	input := "example.com {\n\tgatehouse {\n\t\tmodel_routes \"POST /v1/chat/completions\" \"POST /api/chat\"\n\t\tlisting_routes \"GET /v1/models\"\n\t\tmax_body 16MB\n\t\tallow_ambiguous_paths\n\t\tmeter_stream_usage off\n\t\tidentity_headers user_id assertion\n\t}\n\treverse_proxy 127.0.0.1:11434\n}\n"
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"allow_ambiguous_paths":true,"handler":"gatehouse","listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"meter_stream_usage":false,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
+	want := `{"allow_ambiguous_paths":true,"handler":"gatehouse","identity_headers":["user_id","assertion"],"listing_routes":["GET /v1/models"],"max_body_bytes":16000000,"meter_stream_usage":false,"model_routes":["POST /v1/chat/completions","POST /api/chat"]}`
 	if !strings.Contains(string(out), want) {
 		t.Fatalf("adapted JSON lacks %s:\n%s", want, out)
+	}
+	for _, bad := range []string{"identity_headers", "identity_headers cookie", "identity_headers none role"} {
+		in := "example.com {\n\tgatehouse {\n\t\t" + bad + "\n\t}\n}\n"
+		if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(in), nil); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
 	}
 }
 

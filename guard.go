@@ -37,6 +37,10 @@ type Guard struct {
 	// requests (default true), for a backend that refuses the field; their
 	// tokens are then estimated.
 	MeterStreamUsage *bool `json:"meter_stream_usage,omitempty"`
+	// IdentityHeaders are the identity headers the backend gets: user_id,
+	// email, role, token_id, assertion; absent sends them all, ["none"]
+	// none (identity_headers).
+	IdentityHeaders []string `json:"identity_headers,omitempty"`
 
 	rt    *core.Runtime
 	guard *guard.Guard
@@ -66,6 +70,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		NoStreamUsage:       g.MeterStreamUsage != nil && !*g.MeterStreamUsage,
 		ErrorPage:           pg.ErrorPage,
 		RefusalPage:         pg.RefusalPage,
+		IdentityHeaders:     identityHeaderList(g.IdentityHeaders),
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
@@ -86,3 +91,12 @@ var (
 	_ caddy.Provisioner           = (*Guard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
 )
+
+// identityHeaderList is the guard's list: nil (all) when unset, empty for
+// "none".
+func identityHeaderList(names []string) []string {
+	if len(names) == 1 && names[0] == "none" {
+		return []string{}
+	}
+	return names
+}

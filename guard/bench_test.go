@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gatehouse/gatehouse/core"
+	"github.com/gatehouse/gatehouse/guard"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -73,6 +74,25 @@ func BenchmarkGuardAnonymous(b *testing.B) {
 // claims, decision and assertion all cached).
 func BenchmarkGuardBearer(b *testing.B) {
 	f := newFixture(b)
+	u := f.approve(f.login("bob@example.com", false), "user", nil)
+	raw := f.token(u)
+	target, _ := url.Parse(publicURL + "/api/version")
+	benchServe(b, f, func() *http.Request {
+		r := benchRequest(target, "")
+		r.Header["Authorization"] = []string{"Bearer " + raw}
+		return r
+	}, 0)
+}
+
+// BenchmarkGuardBearerNoIdentityHeaders is BenchmarkGuardBearer on a site
+// with identity_headers none: no assertion is made.
+func BenchmarkGuardBearerNoIdentityHeaders(b *testing.B) {
+	f := newFixture(b)
+	g, err := guard.New(context.Background(), f.rt, guard.Options{IdentityHeaders: []string{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.g = g
 	u := f.approve(f.login("bob@example.com", false), "user", nil)
 	raw := f.token(u)
 	target, _ := url.Parse(publicURL + "/api/version")

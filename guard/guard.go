@@ -49,6 +49,7 @@ type Guard struct {
 	streamUsage    bool
 	errorPage      refusal.ErrorPage
 	refusalPage    RefusalPage
+	headers        identityHeaders
 }
 
 // RefusalPage answers a browser refused with its session, so that the page
@@ -75,6 +76,47 @@ type Options struct {
 	// adding stream_options.include_usage (for a backend that refuses it);
 	// their tokens are then estimated.
 	NoStreamUsage bool
+	// IdentityHeaders are the identity headers the backend gets, by name
+	// (IdentityHeaderNames); nil sends them all, an empty list none. The
+	// caller's own X-Gatehouse-* headers are dropped either way.
+	IdentityHeaders []string
+}
+
+// IdentityHeaderNames are the names of identity_headers, each with the
+// header it sends.
+var IdentityHeaderNames = map[string]string{
+	"user_id":   HeaderUserID,
+	"email":     HeaderUserEmail,
+	"role":      HeaderRole,
+	"token_id":  HeaderTokenID,
+	"assertion": HeaderAssertion,
+}
+
+// identityHeaders is which identity headers a site sends.
+type identityHeaders struct{ userID, email, role, tokenID, assertion bool }
+
+func identityHeadersOf(names []string) (identityHeaders, error) {
+	if names == nil {
+		return identityHeaders{true, true, true, true, true}, nil
+	}
+	var h identityHeaders
+	for _, n := range names {
+		switch n {
+		case "user_id":
+			h.userID = true
+		case "email":
+			h.email = true
+		case "role":
+			h.role = true
+		case "token_id":
+			h.tokenID = true
+		case "assertion":
+			h.assertion = true
+		default:
+			return h, fmt.Errorf("identity_headers: unknown header %q (user_id, email, role, token_id, assertion)", n)
+		}
+	}
+	return h, nil
 }
 
 // DefaultMaxBodyBytes bounds the body read to find the model.
@@ -90,6 +132,10 @@ func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 	}
 	if g.maxBody <= 0 {
 		g.maxBody = DefaultMaxBodyBytes
+	}
+	var err error
+	if g.headers, err = identityHeadersOf(o.IdentityHeaders); err != nil {
+		return nil, err
 	}
 	routes := map[string]policy.Route{}
 	for _, key := range o.ModelRoutes {
@@ -211,17 +257,29 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}()
 
-	assertion, err := g.rt.Assertion(sub)
-	if err != nil {
-		g.unavailable(w, r, err)
-		return nil
+	// Only the identity headers the site sends; the assertion is not even
+	// made when it is not sent.
+	if h := g.headers; h.assertion {
+		assertion, err := g.rt.Assertion(sub)
+		if err != nil {
+			g.unavailable(w, r, err)
+			return nil
+		}
+		r.Header.Set(HeaderAssertion, assertion)
 	}
-	r.Header.Set(HeaderUserID, sub.User.ID)
-	r.Header.Set(HeaderUserEmail, sub.User.Email)
-	r.Header.Set(HeaderRole, sub.User.Role)
-	r.Header.Set(HeaderAssertion, assertion)
+	if g.headers.userID {
+		r.Header.Set(HeaderUserID, sub.User.ID)
+	}
+	if g.headers.email {
+		r.Header.Set(HeaderUserEmail, sub.User.Email)
+	}
+	if g.headers.role {
+		r.Header.Set(HeaderRole, sub.User.Role)
+	}
 	if sub.Token != nil {
-		r.Header.Set(HeaderTokenID, sub.Token.ID)
+		if g.headers.tokenID {
+			r.Header.Set(HeaderTokenID, sub.Token.ID)
+		}
 		r.Header.Del("Authorization") // a Gatehouse token never reaches the upstream
 	}
 	stripCredentials(r, g.rt.Sessions.CookieName(), identity.LoginCookieName(g.rt.Secure))
