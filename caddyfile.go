@@ -400,10 +400,8 @@ func parseGuardDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, e
 			if len(names) == 0 {
 				return d.ArgErr()
 			}
-			for _, n := range names {
-				if _, ok := guard.IdentityHeaderNames[n]; !ok && !(n == "none" && len(names) == 1) {
-					return d.Errf("gatehouse: identity_headers: unknown header %q (user_id, email, role, token_id, assertion, or none alone)", n)
-				}
+			if _, err := guard.ParseIdentityHeaders(names); err != nil {
+				return d.Errf("gatehouse: %v", err)
 			}
 			g.IdentityHeaders = names
 			return nil

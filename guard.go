@@ -70,7 +70,7 @@ func (g *Guard) Provision(ctx caddy.Context) error {
 		NoStreamUsage:       g.MeterStreamUsage != nil && !*g.MeterStreamUsage,
 		ErrorPage:           pg.ErrorPage,
 		RefusalPage:         pg.RefusalPage,
-		IdentityHeaders:     identityHeaderList(g.IdentityHeaders),
+		IdentityHeaders:     g.IdentityHeaders,
 	})
 	if err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
@@ -91,12 +91,3 @@ var (
 	_ caddy.Provisioner           = (*Guard)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Guard)(nil)
 )
-
-// identityHeaderList is the guard's list: nil (all) when unset, empty for
-// "none".
-func identityHeaderList(names []string) []string {
-	if len(names) == 1 && names[0] == "none" {
-		return []string{}
-	}
-	return names
-}

@@ -72,9 +72,11 @@ func (a *Actions) Authorize(r *http.Request, route string, target *policy.Target
 
 // Allowed asks the policy without recording a refusal: pages use it to
 // decide what to show, and the action itself asks again when it is taken.
+// A route that needs a step-up counts as allowed: its link is shown, and
+// following it asks for the stronger sign-in.
 func (a *Actions) Allowed(r *http.Request, sub *core.Subject, route string, target *policy.Target, change *policy.Change) bool {
 	dec, err := a.rt.Decide(r, core.DecisionRequest{Subject: sub, APIRoute: route, Target: target, Change: change})
-	return err == nil && dec.Allow
+	return err == nil && (dec.Allow || dec.Code == policy.CodeInsufficientAuthentication)
 }
 
 func (a *Actions) refuse(r *http.Request, sub *core.Subject, invalid bool, dec policy.Decision) *refusal.Problem {

@@ -77,44 +77,44 @@ type Options struct {
 	// their tokens are then estimated.
 	NoStreamUsage bool
 	// IdentityHeaders are the identity headers the backend gets, by name
-	// (IdentityHeaderNames); nil sends them all, an empty list none. The
-	// caller's own X-Gatehouse-* headers are dropped either way.
+	// (ParseIdentityHeaders); nil sends them all, "none" none. The caller's
+	// own X-Gatehouse-* headers are dropped either way.
 	IdentityHeaders []string
 }
 
-// IdentityHeaderNames are the names of identity_headers, each with the
-// header it sends.
-var IdentityHeaderNames = map[string]string{
-	"user_id":   HeaderUserID,
-	"email":     HeaderUserEmail,
-	"role":      HeaderRole,
-	"token_id":  HeaderTokenID,
-	"assertion": HeaderAssertion,
+// identityHeaders is which identity headers a site sends, a bit per name
+// of identity_headers.
+type identityHeaders uint8
+
+const (
+	sendUserID identityHeaders = 1 << iota
+	sendEmail
+	sendRole
+	sendTokenID
+	sendAssertion
+	sendAll = sendUserID | sendEmail | sendRole | sendTokenID | sendAssertion
+)
+
+var identityHeaderBits = map[string]identityHeaders{
+	"user_id": sendUserID, "email": sendEmail, "role": sendRole, "token_id": sendTokenID, "assertion": sendAssertion,
 }
 
-// identityHeaders is which identity headers a site sends.
-type identityHeaders struct{ userID, email, role, tokenID, assertion bool }
-
-func identityHeadersOf(names []string) (identityHeaders, error) {
+// ParseIdentityHeaders reads identity_headers: nil is every header, "none"
+// alone (or an empty list) none, else the named ones.
+func ParseIdentityHeaders(names []string) (identityHeaders, error) {
 	if names == nil {
-		return identityHeaders{true, true, true, true, true}, nil
+		return sendAll, nil
+	}
+	if len(names) == 1 && names[0] == "none" {
+		return 0, nil
 	}
 	var h identityHeaders
 	for _, n := range names {
-		switch n {
-		case "user_id":
-			h.userID = true
-		case "email":
-			h.email = true
-		case "role":
-			h.role = true
-		case "token_id":
-			h.tokenID = true
-		case "assertion":
-			h.assertion = true
-		default:
-			return h, fmt.Errorf("identity_headers: unknown header %q (user_id, email, role, token_id, assertion)", n)
+		bit, ok := identityHeaderBits[n]
+		if !ok {
+			return 0, fmt.Errorf("identity_headers: unknown header %q (user_id, email, role, token_id, assertion, or none alone)", n)
 		}
+		h |= bit
 	}
 	return h, nil
 }
@@ -134,7 +134,7 @@ func New(ctx context.Context, rt *core.Runtime, o Options) (*Guard, error) {
 		g.maxBody = DefaultMaxBodyBytes
 	}
 	var err error
-	if g.headers, err = identityHeadersOf(o.IdentityHeaders); err != nil {
+	if g.headers, err = ParseIdentityHeaders(o.IdentityHeaders); err != nil {
 		return nil, err
 	}
 	routes := map[string]policy.Route{}
@@ -259,7 +259,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 
 	// Only the identity headers the site sends; the assertion is not even
 	// made when it is not sent.
-	if h := g.headers; h.assertion {
+	if g.headers&sendAssertion != 0 {
 		assertion, err := g.rt.Assertion(sub)
 		if err != nil {
 			g.unavailable(w, r, err)
@@ -267,17 +267,17 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 		r.Header.Set(HeaderAssertion, assertion)
 	}
-	if g.headers.userID {
+	if g.headers&sendUserID != 0 {
 		r.Header.Set(HeaderUserID, sub.User.ID)
 	}
-	if g.headers.email {
+	if g.headers&sendEmail != 0 {
 		r.Header.Set(HeaderUserEmail, sub.User.Email)
 	}
-	if g.headers.role {
+	if g.headers&sendRole != 0 {
 		r.Header.Set(HeaderRole, sub.User.Role)
 	}
 	if sub.Token != nil {
-		if g.headers.tokenID {
+		if g.headers&sendTokenID != 0 {
 			r.Header.Set(HeaderTokenID, sub.Token.ID)
 		}
 		r.Header.Del("Authorization") // a Gatehouse token never reaches the upstream

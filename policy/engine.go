@@ -461,6 +461,9 @@ func (e *Engine) Roles() map[string]int {
 	return maps.Clone(e.roles)
 }
 
+// Rank is role's rank in the policy data, 0 for a role it does not define.
+func (e *Engine) Rank(role string) int { return e.roles[role] }
+
 // RoleExists reports whether the policy data defines role.
 func (e *Engine) RoleExists(role string) bool {
 	_, ok := e.roles[role]

@@ -60,10 +60,7 @@ func (s *sqlStore) CreateAccessRequest(ctx context.Context, r AccessRequest, aud
 			r.ID, r.User.ID, r.Name, r.Team, r.Purpose, r.RequestedRole, s.encodeTime(nowOr(r.CreatedAt))); err != nil {
 			return err
 		}
-		if err := s.enqueueOutbox(ctx, tx, outbox...); err != nil {
-			return err
-		}
-		if err := s.appendAudit(ctx, tx, audit); err != nil {
+		if err := s.recordChange(ctx, tx, audit, outbox); err != nil {
 			return err
 		}
 		var err error
@@ -157,10 +154,7 @@ func (s *sqlStore) DecideAccessRequest(ctx context.Context, d Decision) (AccessR
 			userRole, userStatus, s.encodeTimePtr(expires), user.ID); err != nil {
 			return err
 		}
-		if err := s.enqueueOutbox(ctx, tx, d.Outbox...); err != nil {
-			return err
-		}
-		if err := s.appendAudit(ctx, tx, d.Audit); err != nil {
+		if err := s.recordChange(ctx, tx, d.Audit, d.Outbox); err != nil {
 			return err
 		}
 		out, err = getRequest(ctx, tx, d.RequestID)
@@ -204,10 +198,7 @@ func (s *sqlStore) ExpireAccessRequests(ctx context.Context, cutoff, now time.Ti
 					return err
 				}
 			}
-			if err := s.enqueueOutbox(ctx, tx, then.Outbox...); err != nil {
-				return err
-			}
-			return s.appendAudit(ctx, tx, then.Audit)
+			return s.recordChange(ctx, tx, then.Audit, then.Outbox)
 		})
 		switch {
 		case errors.Is(err, ErrNotFound):

@@ -73,10 +73,7 @@ func (s *sqlStore) CreateBreakGlassGrant(ctx context.Context, g BreakGlassGrant,
 			g.ID, g.User.ID, g.Role, g.Reason, codeHash != "", s.encodeTime(g.CreatedAt), s.encodeTime(g.ExpiresAt)); err != nil {
 			return err
 		}
-		if err := s.enqueueOutbox(ctx, tx, outbox...); err != nil {
-			return err
-		}
-		if err := s.appendAudit(ctx, tx, audit); err != nil {
+		if err := s.recordChange(ctx, tx, audit, outbox); err != nil {
 			return err
 		}
 		var err error

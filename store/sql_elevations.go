@@ -60,10 +60,7 @@ func (s *sqlStore) CreateElevation(ctx context.Context, e Elevation, audit Audit
 			e.ID, e.User.ID, e.FromRole, e.Role, e.DurationSeconds, e.Reason, s.encodeTime(nowOr(e.CreatedAt))); err != nil {
 			return err
 		}
-		if err := s.enqueueOutbox(ctx, tx, outbox...); err != nil {
-			return err
-		}
-		if err := s.appendAudit(ctx, tx, audit); err != nil {
+		if err := s.recordChange(ctx, tx, audit, outbox); err != nil {
 			return err
 		}
 		var err error
@@ -143,10 +140,7 @@ func (s *sqlStore) DecideElevation(ctx context.Context, d ElevationDecision) (El
 		if err != nil {
 			return err
 		}
-		if err := s.enqueueOutbox(ctx, tx, d.Outbox...); err != nil {
-			return err
-		}
-		if err := s.appendAudit(ctx, tx, d.Audit); err != nil {
+		if err := s.recordChange(ctx, tx, d.Audit, d.Outbox); err != nil {
 			return err
 		}
 		out, err = getElevation(ctx, tx, d.ID)
@@ -214,10 +208,7 @@ func (s *sqlStore) ExpireElevations(ctx context.Context, now time.Time, limit in
 					return err
 				}
 			}
-			if err := s.enqueueOutbox(ctx, tx, then.Outbox...); err != nil {
-				return err
-			}
-			return s.appendAudit(ctx, tx, then.Audit)
+			return s.recordChange(ctx, tx, then.Audit, then.Outbox)
 		})
 		switch {
 		case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):

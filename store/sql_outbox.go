@@ -11,6 +11,16 @@ import (
 	"github.com/google/uuid"
 )
 
+// recordChange writes what a change leaves behind — its audit event and the
+// outbox messages that tell of it — in the change's own transaction tx, so
+// that the change, its record and its notifications commit together.
+func (s *sqlStore) recordChange(ctx context.Context, tx db, audit AuditEvent, outbox []OutboxMessage) error {
+	if err := s.enqueueOutbox(ctx, tx, outbox...); err != nil {
+		return err
+	}
+	return s.appendAudit(ctx, tx, audit)
+}
+
 func (s *sqlStore) enqueueOutbox(ctx context.Context, q db, msgs ...OutboxMessage) error {
 	for _, m := range msgs {
 		if m.ID == "" {
