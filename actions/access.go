@@ -1,6 +1,7 @@
 package actions
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -108,20 +109,10 @@ func (a *Actions) DecideAccessRequest(r *http.Request, route, id string, approve
 	if !approve && (in.Role != "" || in.ExpiresAt != nil) {
 		return store.AccessRequest{}, refusal.Validation("a denial takes only a comment")
 	}
-	req, err := a.rt.Store.GetAccessRequest(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		// Authorize first so an outsider cannot probe which IDs exist.
-		if _, err := a.Authorize(r, route, nil, nil); err != nil {
-			return store.AccessRequest{}, err
-		}
-		return store.AccessRequest{}, refusal.NotFound("access request")
-	}
+	req, requester, err := loadForReview(a, r, route, "access request", id, a.rt.Store.GetAccessRequest,
+		func(req store.AccessRequest) string { return req.User.ID })
 	if err != nil {
-		return store.AccessRequest{}, fmt.Errorf("load access request %s: %w", id, err)
-	}
-	requester, err := a.rt.Store.GetUser(ctx, req.User.ID)
-	if err != nil {
-		return store.AccessRequest{}, fmt.Errorf("load requester of %s: %w", id, err)
+		return store.AccessRequest{}, err
 	}
 	if approve && in.Role == "" {
 		in.Role = "user"
@@ -188,4 +179,27 @@ func (a *Actions) AccessRequests(r *http.Request, route, status string) ([]store
 		reqs = []store.AccessRequest{}
 	}
 	return reqs, err
+}
+
+// loadForReview loads what a reviewer decides on (an access request, an
+// elevation) and its requester. An unknown id is a 404 only for a caller
+// the route allows, so that an outsider cannot probe which IDs exist.
+func loadForReview[T any](a *Actions, r *http.Request, route, what, id string,
+	get func(context.Context, string) (T, error), requesterOf func(T) string) (T, store.User, error) {
+	var none T
+	item, err := get(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		if _, err := a.Authorize(r, route, nil, nil); err != nil {
+			return none, store.User{}, err
+		}
+		return none, store.User{}, refusal.NotFound(what)
+	}
+	if err != nil {
+		return none, store.User{}, fmt.Errorf("load %s %s: %w", what, id, err)
+	}
+	requester, err := a.rt.Store.GetUser(r.Context(), requesterOf(item))
+	if err != nil {
+		return none, store.User{}, fmt.Errorf("load the requester of %s %s: %w", what, id, err)
+	}
+	return item, requester, nil
 }

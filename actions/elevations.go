@@ -127,20 +127,10 @@ func (a *Actions) MayReviewElevations(r *http.Request, sub *core.Subject, route 
 // access request (the policy's change.role), and may not decide their own.
 func (a *Actions) DecideElevation(r *http.Request, route, id string, approve bool, in ElevationReview) (store.Elevation, error) {
 	ctx := r.Context()
-	e, err := a.rt.Store.GetElevation(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		// Authorize first so an outsider cannot probe which IDs exist.
-		if _, err := a.Authorize(r, route, nil, nil); err != nil {
-			return store.Elevation{}, err
-		}
-		return store.Elevation{}, refusal.NotFound("elevation")
-	}
+	e, requester, err := loadForReview(a, r, route, "elevation", id, a.rt.Store.GetElevation,
+		func(e store.Elevation) string { return e.User.ID })
 	if err != nil {
-		return store.Elevation{}, fmt.Errorf("load elevation %s: %w", id, err)
-	}
-	requester, err := a.rt.Store.GetUser(ctx, e.User.ID)
-	if err != nil {
-		return store.Elevation{}, fmt.Errorf("load requester of elevation %s: %w", id, err)
+		return store.Elevation{}, err
 	}
 	// A denial takes nothing away, but only someone who could approve may
 	// decide, so that a manager cannot turn down a request meant for admins.
