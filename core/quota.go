@@ -96,7 +96,7 @@ func (rt *Runtime) UserLimits(u store.User) quota.Limits {
 // their role's limits narrowed by their own, and a token's own, with the
 // limits it carries.
 func (rt *Runtime) buckets(s *Subject) []quota.Bucket {
-	var out []quota.Bucket
+	out := make([]quota.Bucket, 0, 2)
 	if limits := rt.UserLimits(s.User); !limits.IsZero() {
 		out = append(out, quota.Bucket{Key: "user:" + s.User.ID, Limits: limits})
 	}
@@ -165,8 +165,12 @@ func (rt *Runtime) HasLimits(s *Subject) bool {
 // when the answer has ended, on a context of its own: the request's may
 // already be cancelled, and the counters must still learn the count.
 func (rt *Runtime) SettleQuota(res *quota.Reservation, tokens int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	ctx := context.Background() // the local counters take no call that could hang
+	if rt.quotas.counters.Shared() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+	}
 	if err := res.Settle(ctx, tokens); err != nil {
 		rt.Logger.Warn("settling a quota reservation failed; the counters keep its estimate", zap.Error(err))
 	}

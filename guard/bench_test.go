@@ -11,6 +11,7 @@ import (
 
 	"github.com/gatehouse/gatehouse/core"
 	"github.com/gatehouse/gatehouse/guard"
+	"github.com/gatehouse/gatehouse/quota"
 	"github.com/gatehouse/gatehouse/store"
 )
 
@@ -135,4 +136,40 @@ func BenchmarkGuardSessionPolicyEveryRequest(b *testing.B) {
 	cookie := c.Name + "=" + c.Value
 	u, _ := url.Parse(publicURL + "/api/version")
 	benchServe(b, f, func() *http.Request { return benchRequest(u, cookie) }, 0)
+}
+
+// limitedToken is f.token for a user whose role and token both have
+// quotas too high to reach, so every request is reserved and settled in two
+// buckets, as the load script's are.
+func (f *fixture) limitedToken(u store.User) string {
+	f.t.Helper()
+	high := quota.Limits{TokensPerDay: 1e12, RequestsPerMinute: 1e9}
+	admin := f.admin()
+	if _, _, err := f.rt.PutRole(context.Background(), nil, &core.Subject{User: admin, Auth: "session"}, u.Role, core.RoleSetting{Limits: &high}); err != nil {
+		f.t.Fatal(err)
+	}
+	perms, err := f.rt.Policy().Permissions(context.Background(), u.Role)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	raw, _, err := f.rt.CreateToken(context.Background(), nil, &core.Subject{User: u, Auth: "session"}, core.NewToken{
+		Name: "bench", Kind: store.TokenPersonal, Subject: &u, Allowed: perms, Role: u.Role, ExpiresIn: time.Hour, Limits: &high,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return raw
+}
+
+// BenchmarkGuardBearerQuota is BenchmarkGuardBearer with the quota checks
+// on: the role's and the token's limits reserved and settled.
+func BenchmarkGuardBearerQuota(b *testing.B) {
+	f := newFixture(b)
+	raw := f.limitedToken(f.approve(f.login("bob@example.com", false), "user", nil))
+	target, _ := url.Parse(publicURL + "/v1/ping")
+	benchServe(b, f, func() *http.Request {
+		r := benchRequest(target, "")
+		r.Header["Authorization"] = []string{"Bearer " + raw}
+		return r
+	}, 0)
 }

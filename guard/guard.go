@@ -259,26 +259,27 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 
 	// Only the identity headers the site sends; the assertion is not even
 	// made when it is not sent.
+	var vals headerValues
 	if g.headers&sendAssertion != 0 {
 		assertion, err := g.rt.Assertion(sub)
 		if err != nil {
 			g.unavailable(w, r, err)
 			return nil
 		}
-		r.Header.Set(HeaderAssertion, assertion)
+		vals.set(r.Header, HeaderAssertion, assertion)
 	}
 	if g.headers&sendUserID != 0 {
-		r.Header.Set(HeaderUserID, sub.User.ID)
+		vals.set(r.Header, HeaderUserID, sub.User.ID)
 	}
 	if g.headers&sendEmail != 0 {
-		r.Header.Set(HeaderUserEmail, sub.User.Email)
+		vals.set(r.Header, HeaderUserEmail, sub.User.Email)
 	}
 	if g.headers&sendRole != 0 {
-		r.Header.Set(HeaderRole, sub.User.Role)
+		vals.set(r.Header, HeaderRole, sub.User.Role)
 	}
 	if sub.Token != nil {
 		if g.headers&sendTokenID != 0 {
-			r.Header.Set(HeaderTokenID, sub.Token.ID)
+			vals.set(r.Header, HeaderTokenID, sub.Token.ID)
 		}
 		r.Header.Del("Authorization") // a Gatehouse token never reaches the upstream
 	}
@@ -428,4 +429,22 @@ func (g *Guard) dialect(r *http.Request) refusal.Dialect {
 		return refusal.OpenAI // vLLM's /pooling, /classify, /tokenize, …
 	}
 	return refusal.Plain
+}
+
+// headerValues hands out one-value header slices cut from one array, so that
+// setting the identity or the rate-limit headers costs one allocation, not
+// one per header. Keys must be in canonical form (they are not canonicalized
+// here); each slice is capped, so a later Add to one never writes into the
+// next.
+type headerValues struct {
+	vals []string
+}
+
+func (hv *headerValues) set(h http.Header, key, value string) {
+	if hv.vals == nil {
+		hv.vals = make([]string, 0, 6)
+	}
+	hv.vals = append(hv.vals, value)
+	n := len(hv.vals)
+	h[key] = hv.vals[n-1 : n : n]
 }

@@ -34,9 +34,13 @@ var streamEvents = func() [][]byte {
 	return out
 }()
 
-func benchChat(b *testing.B, body string, answer func(w http.ResponseWriter)) {
+func benchChat(b *testing.B, body string, limited bool, answer func(w http.ResponseWriter)) {
 	f := newFixture(b)
-	raw := f.token(f.approve(f.login("bob@example.com", false), "user", nil))
+	u := f.approve(f.login("bob@example.com", false), "user", nil)
+	raw := f.token(u)
+	if limited {
+		raw = f.limitedToken(u)
+	}
 	target, _ := url.Parse(publicURL + "/v1/chat/completions")
 	next := func(w http.ResponseWriter, r *http.Request) error {
 		if _, err := io.Copy(io.Discard, r.Body); err != nil {
@@ -70,18 +74,26 @@ func (flushingDiscard) Flush() {}
 // bearer token, the model read from the body, a JSON answer whose usage the
 // tap reads.
 func BenchmarkGuardBearerChat(b *testing.B) {
-	benchChat(b, chatBody, func(w http.ResponseWriter) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		w.Write(chatAnswer)
-	})
+	benchChat(b, chatBody, false, writeChatAnswer)
+}
+
+// BenchmarkGuardBearerChatQuota is BenchmarkGuardBearerChat with the quota
+// checks on (the role's and the token's limits), as the load script runs it.
+func BenchmarkGuardBearerChatQuota(b *testing.B) {
+	benchChat(b, chatBody, true, writeChatAnswer)
+}
+
+func writeChatAnswer(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(chatAnswer)
 }
 
 // BenchmarkGuardBearerChatStream streams 23 events, written and flushed one
 // by one; with metering the guard asks for the usage chunk and drops it.
 func BenchmarkGuardBearerChatStream(b *testing.B) {
 	body := strings.Replace(chatBody, `"temperature"`, `"stream":true,"temperature"`, 1)
-	benchChat(b, body, func(w http.ResponseWriter) {
+	benchChat(b, body, false, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(http.StatusOK)
 		for _, ev := range streamEvents {

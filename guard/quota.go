@@ -75,13 +75,16 @@ func setRateLimitHeaders(h http.Header, status []quota.Status) {
 			tokens = s
 		}
 	}
-	for suffix, s := range map[string]*quota.Status{"requests": requests, "tokens": tokens} {
-		if s == nil {
-			continue
-		}
-		h.Set("X-Ratelimit-Limit-"+suffix, strconv.FormatInt(s.Limit, 10))
-		h.Set("X-Ratelimit-Remaining-"+suffix, strconv.FormatInt(s.Remaining, 10))
-		h.Set("X-Ratelimit-Reset-"+suffix, resetIn(s.Reset))
+	var vals headerValues
+	if requests != nil {
+		vals.set(h, "X-Ratelimit-Limit-Requests", strconv.FormatInt(requests.Limit, 10))
+		vals.set(h, "X-Ratelimit-Remaining-Requests", strconv.FormatInt(requests.Remaining, 10))
+		vals.set(h, "X-Ratelimit-Reset-Requests", resetIn(requests.Reset))
+	}
+	if tokens != nil {
+		vals.set(h, "X-Ratelimit-Limit-Tokens", strconv.FormatInt(tokens.Limit, 10))
+		vals.set(h, "X-Ratelimit-Remaining-Tokens", strconv.FormatInt(tokens.Remaining, 10))
+		vals.set(h, "X-Ratelimit-Reset-Tokens", resetIn(tokens.Reset))
 	}
 }
 

@@ -91,8 +91,8 @@ type windowLimit struct {
 	limit  int64
 }
 
-func (l Limits) windows() []windowLimit {
-	return []windowLimit{
+func (l Limits) windows() [5]windowLimit {
+	return [5]windowLimit{
 		{RequestsMinute, l.RequestsPerMinute}, {TokensMinute, l.TokensPerMinute}, {TokensDay, l.TokensPerDay},
 		{TokensMonth, l.TokensPerMonth}, {Concurrent, l.ConcurrentRequests},
 	}
@@ -206,6 +206,7 @@ func (c *Counters) Reserve(ctx context.Context, buckets []Bucket, estimate int64
 		}
 		return nil, &Exceeded{Bucket: cs[i].bucket, Window: cs[i].win, Limit: cs[i].limit, Used: used, Reset: reset}
 	}
+	res.Status = make([]Status, 0, len(cs))
 	for j, ct := range cs {
 		if ct.win == Concurrent {
 			continue
@@ -218,7 +219,19 @@ func (c *Counters) Reserve(ctx context.Context, buckets []Bucket, estimate int64
 // countersOf are the counters of every limited window of the buckets, each
 // with what a request of estimate tokens adds to it.
 func countersOf(buckets []Bucket, estimate int64, now time.Time) []counter {
-	var cs []counter
+	n := 0
+	for _, b := range buckets {
+		for _, w := range b.Limits.windows() {
+			if w.limit != 0 {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	cs := make([]counter, 0, n)
+	var buf [96]byte // a key is built here and copied once, into its string
 	for _, b := range buckets {
 		for _, w := range b.Limits.windows() {
 			if w.limit == 0 {
@@ -229,13 +242,11 @@ func countersOf(buckets []Bucket, estimate int64, now time.Time) []counter {
 			if w.window == RequestsMinute || w.window == Concurrent {
 				delta = 1
 			}
-			k := make([]byte, 0, len(b.Key)+16)
-			k = strconv.AppendInt(append(append(k, b.Key...), ':'), int64(w.window), 10)
+			k := strconv.AppendInt(append(append(buf[:0], b.Key...), ':'), int64(w.window), 10)
 			if w.window != Concurrent {
 				k = strconv.AppendInt(append(k, ':'), start.Unix(), 10)
 			}
-			key := string(k)
-			cs = append(cs, counter{bucket: b.Key, key: key, delta: delta, limit: w.limit, start: start, end: end, win: w.window})
+			cs = append(cs, counter{bucket: b.Key, key: string(k), delta: delta, limit: w.limit, start: start, end: end, win: w.window})
 		}
 	}
 	return cs
@@ -280,7 +291,8 @@ func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 		return nil
 	}
 	r.settled = true
-	var adj []counter
+	// The reservation is settled once: its counters become the adjustments.
+	adj := r.counters[:0]
 	for _, ct := range r.counters {
 		switch ct.win {
 		case Concurrent:
@@ -295,10 +307,18 @@ func (r *Reservation) Settle(ctx context.Context, actualTokens int64) error {
 		}
 		adj = append(adj, ct)
 	}
+	r.counters = nil
 	if len(adj) == 0 {
 		return nil
 	}
 	return r.backend.adjust(ctx, adj)
+}
+
+// Shared reports whether the counters are shared by several instances (in
+// Redis): reaching them then takes a network call that needs a deadline.
+func (c *Counters) Shared() bool {
+	_, local := c.backend.(*local)
+	return !local
 }
 
 // Estimate is the tokens the reservation holds.

@@ -23,6 +23,7 @@ import (
 func main() {
 	base := flag.String("url", "http://127.0.0.1:8080", "Gatehouse public URL")
 	email := flag.String("email", "alice@example.com", "a dev_idp user that is bootstrap_admin")
+	limits := flag.Bool("limits", false, "give the token and the admin role quotas too high to reach, so that every request is metered and checked")
 	flag.Parse()
 
 	jar, _ := cookiejar.New(nil)
@@ -63,7 +64,13 @@ func main() {
 	if cookie == "" {
 		log.Fatal("sign-in did not produce a session cookie")
 	}
-	body, _ := json.Marshal(map[string]any{"name": "load test", "kind": "personal", "expires_in": "24h"})
+	high := map[string]any{"tokens_per_day": 1_000_000_000_000, "requests_per_minute": 1_000_000_000}
+	token := map[string]any{"name": "load test", "kind": "personal", "expires_in": "24h"}
+	if *limits {
+		token["limits"] = high
+		setRoleLimits(c, *base, "admin", high)
+	}
+	body, _ := json.Marshal(token)
 	req, _ := http.NewRequest("POST", *base+"/api/tokens", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	tresp := must(c.Do(req))
@@ -74,6 +81,30 @@ func main() {
 		log.Fatalf("creating a token: status %d", tresp.StatusCode)
 	}
 	fmt.Printf("COOKIE='%s'\nTOKEN='%s'\n", cookie, created.Token)
+}
+
+// setRoleLimits puts limits on a role, keeping the rest of its settings.
+func setRoleLimits(c *http.Client, base, role string, limits map[string]any) {
+	var settings struct {
+		Roles map[string]map[string]any `json:"roles"`
+	}
+	resp := must(c.Get(base + "/api/settings"))
+	if err := json.Unmarshal([]byte(readAll(resp)), &settings); err != nil || resp.StatusCode != http.StatusOK {
+		log.Fatalf("reading the settings: status %d, %v", resp.StatusCode, err)
+	}
+	r := settings.Roles[role]
+	if r == nil {
+		r = map[string]any{}
+	}
+	r["limits"] = limits
+	body, _ := json.Marshal(r)
+	req, _ := http.NewRequest("PUT", base+"/api/settings/roles/"+role, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if resp := must(c.Do(req)); resp.StatusCode != http.StatusOK {
+		log.Fatalf("setting the limits of role %s: status %d: %s", role, resp.StatusCode, readAll(resp))
+	} else {
+		readAll(resp)
+	}
 }
 
 func must(resp *http.Response, err error) *http.Response {
