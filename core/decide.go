@@ -26,7 +26,9 @@ type DecisionRequest struct {
 }
 
 // Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
-// Backend decisions of a cacheable policy are remembered.
+// Backend decisions of a cacheable policy are remembered; with a split one
+// (policy.Engine.Split) the default rules' part is, and the extension rules
+// are asked on every request.
 func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, error) {
 	defer rt.metrics.ObserveDecide(time.Now())
 	engine := rt.Policy()
@@ -38,14 +40,40 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	if method == "" {
 		method = strings.ToUpper(r.Method)
 	}
-	cacheable := d.APIRoute == "" && d.Target == nil && d.Change == nil && engine.Cacheable()
+	backend := d.APIRoute == "" && d.Target == nil && d.Change == nil
+	split := backend && engine.Split()
+	cacheable := backend && (engine.Cacheable() || split)
 	var key decisionKey
+	var in *policy.Input
+	dec, cached := policy.Decision{}, false
 	if cacheable {
 		key = newDecisionKey(d.Subject, method, reqPath, d.Model)
-		if dec, ok := rt.decisions.get(engine, key); ok {
-			return enforceStepUp(dec, d.Subject, time.Now()), nil
+		dec, cached = rt.decisions.get(engine, key)
+	}
+	if !cached {
+		in = policyInput(r, d, method, reqPath, folded)
+		var err error
+		if dec, err = engine.DecideBase(r.Context(), in); err != nil {
+			return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+		}
+		if cacheable {
+			rt.decisions.put(engine, key, dec)
 		}
 	}
+	if split && dec.Allow {
+		if in == nil {
+			in = policyInput(r, d, method, reqPath, folded)
+		}
+		var err error
+		if dec, err = engine.WithExtensions(r.Context(), in, dec); err != nil {
+			return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+		}
+	}
+	return enforceStepUp(dec, d.Subject, time.Now()), nil
+}
+
+// policyInput is what the policy sees of a request.
+func policyInput(r *http.Request, d DecisionRequest, method, reqPath, folded string) *policy.Input {
 	if folded == "" {
 		folded = policy.FoldPath(reqPath)
 	}
@@ -83,14 +111,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 			in.Subject.Token = &policy.Token{ID: t.ID, Kind: t.Kind, Scope: t.Scope, Models: t.Models}
 		}
 	}
-	dec, err := engine.Decide(r.Context(), in)
-	if err != nil {
-		return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
-	}
-	if cacheable {
-		rt.decisions.put(engine, key, dec)
-	}
-	return enforceStepUp(dec, d.Subject, time.Now()), nil
+	return in
 }
 
 // CleanPath is the path the policy and the guard's routes see: "//secret",

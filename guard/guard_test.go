@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -776,5 +777,34 @@ func TestGuardRefusesAnOversizedListing(t *testing.T) {
 	}
 	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), `"code":"bad_listing"`) || w.Body.Len() > 4096 {
 		t.Fatalf("status %d, %d bytes: %.200s; want a short 502 bad_listing", w.Code, w.Body.Len(), w.Body)
+	}
+}
+
+// A policy whose extension rules read a header has the rest of each backend
+// decision cached and the extensions asked on every request: the header
+// decides request by request, and a cached allow never lets a blocked
+// request through (nor a cached deny block an allowed one).
+func TestHeaderReadingExtensionsDecideEveryRequest(t *testing.T) {
+	rule := filepath.Join(t.TempDir(), "ext.rego")
+	if err := os.WriteFile(rule, []byte("package gatehouse.ext\n\ndeny contains \"blocked by x-block\" if input.request.headers[\"x-block\"] == \"1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, rule)
+	if !f.rt.Policy().Split() {
+		t.Fatal("a policy whose only extension reads a header should be split")
+	}
+	c := f.session(f.approve(f.login("bob@example.com", false), "user", nil))
+	for i, block := range []bool{false, true, false, true, true, false} {
+		opts := []reqOpt{apiClient, withCookie(c)}
+		if block {
+			opts = append(opts, withHeader("X-Block", "1"))
+		}
+		w, up := f.serve(newRequest(http.MethodGet, publicURL+"/v1/models", opts...))
+		switch {
+		case block && (w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "blocked by x-block") || up.calls != 0):
+			t.Fatalf("request %d with x-block: %d %s (upstream called %d times), want 403 naming the rule", i, w.Code, w.Body, up.calls)
+		case !block && (w.Code != http.StatusNoContent || up.calls != 1):
+			t.Fatalf("request %d without x-block: %d %s, want it passed upstream", i, w.Code, w.Body)
+		}
 	}
 }

@@ -41,6 +41,8 @@ const (
 	authzPackage     = "data.gatehouse.authz"
 	signInQuery      = "data.gatehouse.signin.decision"
 	signInPackage    = "data.gatehouse.signin"
+	extDenyQuery     = "data.gatehouse.ext.deny"
+	extPackage       = "data.gatehouse.ext"
 )
 
 // Decision codes (spec §6). An allowed decision has an empty code.
@@ -109,6 +111,11 @@ type Input struct {
 	// replaced by /api (pages: by /gatehouse), e.g. "GET /api/users/{id}";
 	// nil for backend requests.
 	APIRoute *string `json:"api_route"`
+	// Route is the key of the backend route the request matches in the
+	// route table, "" for none; nil for API routes. Decide fills it in when
+	// it is nil, from the engine's table, so that the rules need not match
+	// the table's patterns themselves.
+	Route *string `json:"route"`
 	// Target is the user an API call acts on; nil when the caller acts on itself.
 	Target *Target `json:"target"`
 	// Change is what the call wants to set.
@@ -189,6 +196,10 @@ type Engine struct {
 	routes      *RouteTable
 	stepUp      map[string]*StepUp // data.gatehouse.config.step_up by name
 	cacheable   bool
+	// split: the default rules are cacheable but extension rules are not;
+	// base is the default rules alone and ext data.gatehouse.ext.deny.
+	split     bool
+	base, ext rego.PreparedEvalQuery
 }
 
 // New compiles the policy, prepares its queries once and checks that the
@@ -223,6 +234,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	extensionsOnly := !slices.ContainsFunc(modules, func(m *ast.Module) bool { return !isExtensionModule(m) })
 	if !slices.ContainsFunc(modules, isAuthzModule) {
 		m, err := parseModule("authz.rego", defaultPolicy)
 		if err != nil {
@@ -243,7 +255,8 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
 
-	store := inmem.NewFromObjectWithOpts(data, inmem.OptReturnASTValuesOnRead(true))
+	// No JSON round trip on write: the derived permission sets stay sets.
+	store := inmem.NewFromObjectWithOpts(data, inmem.OptReturnASTValuesOnRead(true), inmem.OptRoundTripOnWrite(false))
 	prepare := func(query string) (rego.PreparedEvalQuery, error) {
 		pq, err := rego.New(rego.Query(query), rego.Compiler(compiler), rego.Store(store)).PrepareForEval(ctx)
 		if err != nil {
@@ -258,6 +271,23 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e := &Engine{roles: roles, routes: routes, stepUp: stepUp, cacheable: decisionsCacheable(modules)}
 	if e.decision, err = prepare(decisionQuery); err != nil {
 		return nil, err
+	}
+	// With the default rules and extension rules alone, the extensions are
+	// asked last (their deny comes just before the allow), so a policy whose
+	// extensions read headers or the clock still has the rest of a backend
+	// decision cached: only the extensions are evaluated per request.
+	if defaults := modules[len(files.names):]; !e.cacheable && extensionsOnly && decisionsCacheable(defaults) {
+		baseCompiler := ast.NewCompiler()
+		if baseCompiler.Compile(moduleMap(defaults)); baseCompiler.Failed() {
+			return nil, fmt.Errorf("compile default policy: %w", baseCompiler.Errors)
+		}
+		if e.base, err = rego.New(rego.Query(decisionQuery), rego.Compiler(baseCompiler), rego.Store(store)).PrepareForEval(ctx); err != nil {
+			return nil, fmt.Errorf("prepare %s: %w", decisionQuery, err)
+		}
+		if e.ext, err = prepare(extDenyQuery); err != nil {
+			return nil, err
+		}
+		e.split = true
 	}
 	if e.permissions, err = prepare(permissionsQuery); err != nil {
 		return nil, err
@@ -313,10 +343,62 @@ func decisionsCacheable(modules []*ast.Module) bool {
 	return cacheable
 }
 
+// Split reports whether a backend decision comes in two parts, because only
+// extension rules (package gatehouse.ext) read what a cache key does not
+// hold: DecideBase, which callers may cache as they would when Cacheable,
+// and WithExtensions, which they evaluate on every request.
+func (e *Engine) Split() bool { return e.split }
+
+// DecideBase is a backend request's decision by the default rules alone, as
+// if no extension denied; with an engine that is not Split, it is Decide.
+func (e *Engine) DecideBase(ctx context.Context, in *Input) (Decision, error) {
+	if !e.split {
+		return e.Decide(ctx, in)
+	}
+	return e.eval(ctx, e.base, in)
+}
+
+// WithExtensions completes a DecideBase decision: an allowed one is denied
+// (forbidden, the reasons sorted and joined) when an extension denies, as
+// the default rules' last branch before the allow does.
+func (e *Engine) WithExtensions(ctx context.Context, in *Input, base Decision) (Decision, error) {
+	if !e.split || !base.Allow {
+		return base, nil
+	}
+	rs, err := e.ext.Eval(ctx, rego.EvalParsedInput(in.withRoute(e.routes).astValue()))
+	if err != nil {
+		return Decision{}, fmt.Errorf("evaluate policy: %w", err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return base, nil // no deny rule: nothing denies
+	}
+	set, ok := rs[0].Expressions[0].Value.([]any)
+	if !ok {
+		return Decision{}, fmt.Errorf("%s is %T, not a set: %w", extDenyQuery, rs[0].Expressions[0].Value, ErrBadDecision)
+	}
+	if len(set) == 0 {
+		return base, nil
+	}
+	reasons := make([]string, 0, len(set))
+	for _, v := range set {
+		r, ok := v.(string)
+		if !ok {
+			return Decision{}, fmt.Errorf("%s holds %T, not a string: %w", extDenyQuery, v, ErrBadDecision)
+		}
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	return Decision{Allow: false, Code: CodeForbidden, Reason: strings.Join(reasons, "; ")}, nil
+}
+
 // Decide evaluates the policy for one request. Any error means the request
 // must be refused as unavailable.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
-	rs, err := e.decision.Eval(ctx, rego.EvalParsedInput(in.astValue()))
+	return e.eval(ctx, e.decision, in)
+}
+
+func (e *Engine) eval(ctx context.Context, q rego.PreparedEvalQuery, in *Input) (Decision, error) {
+	rs, err := q.Eval(ctx, rego.EvalParsedInput(in.withRoute(e.routes).astValue()))
 	if err != nil {
 		return Decision{}, fmt.Errorf("evaluate policy: %w", err)
 	}
@@ -545,11 +627,11 @@ func rolePermissionClosure(config map[string]any) map[string]any {
 			}
 			queue = append(queue, strs(role["inherits"])...)
 		}
-		list := make([]any, 0, len(perms))
-		for _, p := range slices.Sorted(maps.Keys(perms)) {
-			list = append(list, p)
+		set := ast.NewSet()
+		for p := range perms {
+			set.Add(ast.StringTerm(p))
 		}
-		out[name] = list
+		out[name] = set
 	}
 	return out
 }
@@ -659,6 +741,13 @@ func parseModule(name, src string) (*ast.Module, error) {
 
 func isAuthzModule(m *ast.Module) bool {
 	return m.Package.Path.String() == authzPackage
+}
+
+// isExtensionModule: a module of package gatehouse.ext or below it, or of
+// a package outside data.gatehouse (a helper the extensions import).
+func isExtensionModule(m *ast.Module) bool {
+	p := m.Package.Path.String()
+	return p == extPackage || strings.HasPrefix(p, extPackage+".") || !strings.HasPrefix(p, "data.gatehouse.") && p != "data.gatehouse"
 }
 
 func isSignInModule(m *ast.Module) bool {

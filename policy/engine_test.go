@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -484,6 +485,25 @@ func BenchmarkDecide(b *testing.B) {
 			}
 		})
 	}
+	// A policy split in two (an extension reads a header): what each request
+	// pays once the default rules' part is cached.
+	b.Run("extensions_of_a_split_policy", func(b *testing.B) {
+		dir := b.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "ext.rego"), []byte("package gatehouse.ext\n\ndeny contains \"blocked\" if input.request.headers[\"x-block\"] == \"1\"\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		split := newEngine(b, Options{Paths: []string{dir}})
+		base, err := split.DecideBase(b.Context(), backend)
+		if err != nil || !split.Split() {
+			b.Fatalf("DecideBase = %+v, %v; split %v", base, err, split.Split())
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, err := split.WithExtensions(b.Context(), backend, base); err != nil || !d.Allow {
+				b.Fatalf("WithExtensions = %+v, %v", d, err)
+			}
+		}
+	})
 	// The same backend request given as a Go struct, as rego.EvalInput does it:
 	// the baseline that astValue is measured against.
 	b.Run("backend_via_EvalInput", func(b *testing.B) {
@@ -530,5 +550,80 @@ func TestCacheableOnlyWhenThePolicyReadsTheKeyedInputs(t *testing.T) {
 				t.Fatalf("Cacheable() = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestSplitDecisionsAgreeWithTheWholePolicy: with extension rules that read
+// a header, the default rules' part (cacheable) completed by the extensions
+// gives what the whole policy gives, request by request.
+func TestSplitDecisionsAgreeWithTheWholePolicy(t *testing.T) {
+	dir := t.TempDir()
+	ext := "package gatehouse.ext\n\ndeny contains \"blocked by header\" if input.request.headers[\"x-block\"] == \"1\"\n\ndeny contains \"no pulls at night\" if {\n\tinput.request.headers[\"x-night\"] == \"1\"\n\tinput.request.path_folded == \"/api/pull\"\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "ext.rego"), []byte(ext), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEngine(t, Options{Paths: []string{dir}})
+	if e.Cacheable() || !e.Split() {
+		t.Fatalf("Cacheable() = %v, Split() = %v; want false, true", e.Cacheable(), e.Split())
+	}
+	chat := with(backendCall("POST", "/v1/chat/completions"), bearer("user", []string{"models:use", "chat:use"}, []string{"llama3*"}))
+	chat.Model = ptr("llama3.1:8b")
+	otherModel := with(backendCall("POST", "/v1/chat/completions"), bearer("user", []string{"models:use", "chat:use"}, []string{"llama3*"}))
+	otherModel.Model = ptr("gpt-4")
+	var inputs []*Input
+	for _, headers := range []map[string]string{{}, {"x-block": "1"}, {"x-night": "1"}, {"x-block": "1", "x-night": "1"}} {
+		for _, in := range []*Input{
+			chat, otherModel,
+			with(backendCall("GET", "/"), session("user", "active")),
+			with(backendCall("GET", "/"), session("user", "pending")),
+			backendCall("GET", "/"),
+			with(backendCall("POST", "/api/pull"), session("admin", "active")),
+			with(backendCall("POST", "/api/pull"), session("user", "active")),
+		} {
+			c := *in
+			c.Request.Headers = headers
+			inputs = append(inputs, &c)
+		}
+	}
+	denied := 0
+	for _, in := range inputs {
+		whole, err := e.Decide(t.Context(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, err := e.DecideBase(t.Context(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.WithExtensions(t.Context(), in, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, whole) {
+			t.Errorf("%s %s %v: split %+v, whole %+v", in.Request.Method, in.Request.Path, in.Request.Headers, got, whole)
+		}
+		if got.Reason == "blocked by header; no pulls at night" {
+			denied++
+		}
+	}
+	if denied != 1 {
+		t.Errorf("%d decisions denied by both extension rules, want 1 (admin's pull with both headers)", denied)
+	}
+}
+
+// A module outside the extension packages (here one that replaces the
+// default rules) keeps the decision whole.
+func TestNoSplitWithAReplacedPolicy(t *testing.T) {
+	dir := t.TempDir()
+	mod := "package gatehouse.authz\n\ndefault decision := {\"allow\": false, \"code\": \"forbidden\", \"reason\": \"x\"}\n\ndecision := {\"allow\": true, \"code\": \"\", \"reason\": \"ok\"} if input.request.headers[\"x-ok\"] == \"1\"\n"
+	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(mod), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(t.Context(), Options{Paths: []string{dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Cacheable() || e.Split() {
+		t.Fatalf("Cacheable() = %v, Split() = %v; want false, false", e.Cacheable(), e.Split())
 	}
 }

@@ -14,10 +14,27 @@ func (in *Input) astValue() ast.Value {
 		item("subject", subjectTerm(in.Subject)),
 		item("model", optionalString(in.Model)),
 		item("api_route", optionalString(in.APIRoute)),
+		item("route", optionalString(in.Route)),
 		item("target", targetTerm(in.Target)),
 		item("change", changeTerm(in.Change)),
 		item("now_ns", ast.InternedTerm(in.NowNS)),
 	)
+}
+
+// withRoute is in with Route filled in from the table for a backend
+// request that has none, so that the rules need not match the table's
+// patterns themselves.
+func (in *Input) withRoute(t *RouteTable) *Input {
+	if in.APIRoute != nil || in.Route != nil {
+		return in
+	}
+	matched := *in
+	key := ""
+	if r := t.Match(in.Request.Method, in.Request.PathFolded); r != nil {
+		key = r.Key
+	}
+	matched.Route = &key
+	return &matched
 }
 
 func (r *Request) astValue() ast.Value {

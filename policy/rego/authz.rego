@@ -10,9 +10,18 @@ default decision := {"allow": false, "code": "forbidden", "reason": "no rule all
 
 default permissions := set()
 
-# The order of the else chain is the order of spec §6: who you are, then your
-# account status, then what you may do, then which model.
-decision := allowed("public route") if {
+# The order of each else chain is the order of spec §6: who you are, then
+# your account status, then what you may do, then which model. Gatehouse's
+# API and the backend have a chain each, so that a decision evaluates only
+# the conditions that can apply to it (a backend request acts on no target
+# and changes nothing). The extension rules (data.gatehouse.ext.deny) come
+# last, just before the allow: the engine relies on that to cache the rest
+# of a backend decision when only they read what varies per request.
+decision := api_decision if api_route
+
+else := backend_decision
+
+api_decision := allowed("public route") if {
 	public_route
 } else := denied("unauthenticated", "sign-in required") if {
 	anonymous
@@ -23,16 +32,12 @@ decision := allowed("public route") if {
 	status == "active"
 	api_route in cfg.inactive_only_routes
 } else := denied("forbidden", "unknown API route") if {
-	api_route
 	not inactive_route
 	not cfg.api_routes[api_route]
 } else := denied("forbidden", sprintf("missing permission %s", [concat(" or ", required_any)])) if {
 	not inactive_route
 	count(required_any) > 0
 	count(required_any & permissions) == 0
-} else := denied("forbidden", sprintf("missing permission %s", [concat(", ", required_all - permissions)])) if {
-	not inactive_route
-	count(required_all - permissions) > 0
 } else := denied("forbidden", "target user is not below the caller's role") if {
 	input.target != null
 	not may_act_on_target
@@ -46,6 +51,16 @@ decision := allowed("public route") if {
 } else := denied("forbidden", "token kind not allowed") if {
 	input.change.token_kind != ""
 	not token_kind_allowed
+} else := denied("forbidden", concat("; ", sort(data.gatehouse.ext.deny))) if {
+	count(data.gatehouse.ext.deny) > 0
+} else := allowed("allowed")
+
+backend_decision := denied("unauthenticated", "sign-in required") if {
+	anonymous
+} else := denied(status_code, sprintf("account is %s", [status])) if {
+	status != "active"
+} else := denied("forbidden", sprintf("missing permission %s", [concat(", ", required_all - permissions)])) if {
+	count(required_all - permissions) > 0
 } else := denied("model_not_found", sprintf("model %s does not exist or is not available to the caller", [input.model])) if {
 	route_kind == "model_info"
 	not model_allowed
@@ -72,9 +87,11 @@ denied(code, reason) := {"allow": false, "code": code, "reason": reason}
 
 default step_up_field := {}
 
-step_up_field := {"step_up": step_up_rules[min(step_up_matches)]}
+step_up_field := {"step_up": step_up_rules[min(step_up_matches)]} if input.subject.auth == "session"
 
-step_up_rules := object.get(cfg, "step_up", [])
+default step_up_rules := []
+
+step_up_rules := cfg.step_up
 
 step_up_matches contains i if {
 	input.subject.auth == "session"
@@ -130,8 +147,8 @@ role_graph[name] := object.get(r, "inherits", []) if some name, r in cfg.roles
 # Inheritance is transitive. The engine works each role's closure out once
 # (data.gatehouse.derived.role_permissions); a role it does not know (one a
 # test adds with `with`) walks the graph, which tolerates cycles.
-role_permissions(name) := {p | some p in data.gatehouse.derived.role_permissions[name]} if {
-	data.gatehouse.derived.role_permissions[name]
+role_permissions(name) := data.gatehouse.derived.role_permissions[name] if {
+	is_set(data.gatehouse.derived.role_permissions[name])
 } else := {p |
 	some r in graph.reachable(role_graph, {name})
 	some p in cfg.roles[r].permissions
@@ -141,7 +158,10 @@ role_permissions(name) := {p | some p in data.gatehouse.derived.role_permissions
 # subject's role has now: a demoted user's tokens lose power at once.
 permissions := role_permissions(role) if {
 	input.subject.auth != "token"
-} else := role_permissions(role) & {p | some p in input.subject.token.scope}
+} else := {p |
+	some p in input.subject.token.scope
+	role_permissions(role)[p]
+}
 
 rank(name) := cfg.roles[name].rank
 
@@ -167,16 +187,30 @@ backend_required contains "chat:use" if route.chat
 # longest path (a named method before "*", then the key). The guard reads the
 # same table (policy.RouteTable) and must classify every request the same way.
 
-route_key := k if {
+# The engine matches the table in Go (policy.RouteTable, the same
+# precedence) and hands the key in as input.route, "" when no route matches.
+# An input without it (a test's, or one whose table is replaced with `with`)
+# is matched by the rules below.
+route_key := input.route if {
 	not api_route
+	route_given
+	input.route != ""
+} else := matched_route_key if {
+	not api_route
+	not route_given
+}
+
+# A helper rule: `not is_string(input.route)` is undefined, not true, when
+# input.route is absent.
+route_given if is_string(input.route)
+
+matched_route_key := k if {
 	k := concat(" ", [input.request.method, input.request.path_folded])
 	cfg.routes[k]
 } else := k if {
-	not api_route
 	k := concat(" ", ["*", input.request.path_folded])
 	cfg.routes[k]
 } else := min(route_pattern_matches)[2] if {
-	not api_route
 	count(route_pattern_matches) > 0
 }
 

@@ -272,6 +272,9 @@ test_extra_deny_rules_forbid_with_their_reason if {
 	d := authz.decision with input as signed(backend("GET", "/"), person("admin", "active"))
 		with data.gatehouse.ext.deny as {"maintenance window", "b-rule"}
 	d == {"allow": false, "code": "forbidden", "reason": "b-rule; maintenance window"}
+	a := authz.decision with input as signed(api("GET /api/users"), person("admin", "active"))
+		with data.gatehouse.ext.deny as {"maintenance window"}
+	a == {"allow": false, "code": "forbidden", "reason": "maintenance window"}
 }
 
 test_extra_deny_rules_do_not_block_public_routes if {
@@ -406,13 +409,26 @@ test_a_refusal_carries_no_step_up if {
 
 test_a_role_closure_the_engine_worked_out_is_read_as_is if {
 	perms := authz.permissions with input as signed(backend("GET", "/"), person("user", "active"))
-		with data.gatehouse.derived.role_permissions as {"user": ["models:use", "only:this"]}
+		with data.gatehouse.derived.role_permissions as {"user": {"models:use", "only:this"}}
 	perms == {"models:use", "only:this"}
 }
 
 test_a_role_missing_from_the_closure_walks_the_graph if {
 	perms := authz.permissions with input as signed(backend("GET", "/"), person("manager", "active"))
-		with data.gatehouse.derived.role_permissions as {"user": ["only:this"]}
+		with data.gatehouse.derived.role_permissions as {"user": {"only:this"}}
 	"chat:use" in perms
 	"users:manage" in perms
+}
+
+# --- the route the engine matched -------------------------------------------------
+
+test_a_route_the_engine_matched_is_read_as_is if {
+	# The engine hands the key it matched in input.route; "" means none.
+	chat := object.union(backend("POST", "/anything"), {"route": "POST /v1/chat/completions", "model": "llama3"})
+	authz.route_kind == "model" with input as chat
+	outcome(signed(chat, bearer("user", ["system:access"], []))) == deny("forbidden")
+	outcome(signed(chat, bearer("user", ["models:use", "chat:use"], []))) == allowed
+	unrouted := object.union(backend("POST", "/v1/chat/completions"), {"route": ""})
+	authz.route_kind == "other" with input as unrouted
+	outcome(signed(unrouted, bearer("user", ["system:access"], []))) == allowed
 }
