@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -36,9 +37,12 @@ type inflight struct {
 }
 
 type inflightEntry struct {
-	r      *http.Request
+	r      *http.Request // &snap
 	dec    DecisionRequest
 	cancel context.CancelCauseFunc
+	// snap and its URL live in the entry: one allocation for all three.
+	snap http.Request
+	url  url.URL
 }
 
 // Track registers a request the policy allowed until done is called, and
@@ -46,7 +50,8 @@ type inflightEntry struct {
 func (rt *Runtime) Track(r *http.Request, d DecisionRequest) (tracked *http.Request, done func()) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	tracked = r.WithContext(ctx)
-	e := &inflightEntry{r: snapshot(tracked, !rt.Policy().Cacheable()), dec: d, cancel: cancel}
+	e := &inflightEntry{dec: d, cancel: cancel}
+	e.snapshot(tracked, !rt.Policy().Cacheable())
 	rt.inflight.mu.Lock()
 	if rt.inflight.entries == nil {
 		rt.inflight.entries = make(map[uint64]*inflightEntry)
@@ -63,18 +68,18 @@ func (rt *Runtime) Track(r *http.Request, d DecisionRequest) (tracked *http.Requ
 	}
 }
 
-// snapshot is what the watcher decides on again: the request as allowed,
+// snapshot keeps what the watcher decides on again: the request as allowed,
 // which handlers after the guard (rewrite, request_header) may change in
 // place. Its headers are kept only for a policy that reads them.
-func snapshot(r *http.Request, withHeaders bool) *http.Request {
-	snap := *r
-	u := *r.URL
-	snap.URL = &u
-	snap.Header = nil
+func (e *inflightEntry) snapshot(r *http.Request, withHeaders bool) {
+	e.snap = *r
+	e.url = *r.URL
+	e.snap.URL = &e.url
+	e.snap.Header = nil
 	if withHeaders {
-		snap.Header = r.Header.Clone()
+		e.snap.Header = r.Header.Clone()
 	}
-	return &snap
+	e.r = &e.snap
 }
 
 // recheckInflight asks the watcher for a pass now (a change of authority

@@ -93,8 +93,11 @@ func (rt *Runtime) CreateToken(ctx context.Context, r *http.Request, creator *Su
 	claims := tokens.Claims{ID: id, Kind: nt.Kind, Role: nt.Role, Scope: scope, Models: nt.Models, Limits: nt.Limits,
 		IssuedAt: now, NotBefore: now, ExpiresAt: meta.ExpiresAt}
 	if nt.Subject != nil {
+		// The user's email and name do not ride in the token: the guard
+		// reads the current user on every request (identifyBearer), so they
+		// would only make each request longer, and go stale.
 		meta.UserID = nt.Subject.ID
-		claims.Subject, claims.Email, claims.Name = nt.Subject.ID, nt.Subject.Email, nt.Subject.Name
+		claims.Subject = nt.Subject.ID
 	} else {
 		claims.Subject = "system:" + id
 		claims.Name = nt.Name

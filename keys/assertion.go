@@ -19,8 +19,9 @@ const AssertionType = "JWT"
 
 // Assertion signs the X-Gatehouse-Assertion JWT that tells the upstream who
 // the caller is: claims iss, aud, sub, email and role (each omitted when
-// empty, except iss, aud and sub, which are required), iat, nbf, exp and a
-// random jti. ttl is capped at MaxAssertionLifetime, which is also the
+// empty, except iss, aud and sub, which are required), iat, exp and a
+// random 96-bit jti. No nbf: it would equal iat, and every byte rides in
+// each proxied request. ttl is capped at MaxAssertionLifetime, which is also the
 // lifetime when ttl is not positive.
 func (r *Ring) Assertion(issuer, audience, subject, email, role string, ttl time.Duration) (string, error) {
 	if issuer == "" || audience == "" || subject == "" {
@@ -34,14 +35,13 @@ func (r *Ring) Assertion(issuer, audience, subject, email, role string, ttl time
 	lifetime := int64((ttl + time.Second - 1) / time.Second)
 	issuedAt := r.now().Unix()
 
-	jti := make([]byte, 16)
+	jti := make([]byte, 12)
 	rand.Read(jti)
 	claims := map[string]any{
 		"iss": issuer,
 		"aud": audience,
 		"sub": subject,
 		"iat": issuedAt,
-		"nbf": issuedAt,
 		"exp": issuedAt + lifetime,
 		"jti": base64.RawURLEncoding.EncodeToString(jti),
 	}
