@@ -109,6 +109,7 @@ start plain plain.Caddyfile
 start gate gate.Caddyfile
 wait_up "http://$BACKEND/"; wait_up "http://$PLAIN/"; wait_up "http://$GATE/api/health"
 eval "$("$work/setup" -url "http://$GATE" -limits)"
+echo "bearer token: ${#TOKEN} bytes; session cookie: ${#COOKIE} bytes" >&2
 
 profile() { # name admin: CPU and allocation profiles of a proxy during a run
 	curl -s -o "$PROFILE/$1.cpu.pprof" "http://$2/debug/pprof/profile?seconds=$((DURATION - 2))" &
