@@ -76,13 +76,7 @@ func BenchmarkGuardAnonymous(b *testing.B) {
 func BenchmarkGuardBearer(b *testing.B) {
 	f := newFixture(b)
 	u := f.approve(f.login("bob@example.com", false), "user", nil)
-	raw := f.token(u)
-	target, _ := url.Parse(publicURL + "/api/version")
-	benchServe(b, f, func() *http.Request {
-		r := benchRequest(target, "")
-		r.Header["Authorization"] = []string{"Bearer " + raw}
-		return r
-	}, 0)
+	benchBearer(b, f, f.token(u), "/api/version")
 }
 
 // BenchmarkGuardBearerNoIdentityHeaders is BenchmarkGuardBearer on a site
@@ -95,13 +89,7 @@ func BenchmarkGuardBearerNoIdentityHeaders(b *testing.B) {
 	}
 	f.g = g
 	u := f.approve(f.login("bob@example.com", false), "user", nil)
-	raw := f.token(u)
-	target, _ := url.Parse(publicURL + "/api/version")
-	benchServe(b, f, func() *http.Request {
-		r := benchRequest(target, "")
-		r.Header["Authorization"] = []string{"Bearer " + raw}
-		return r
-	}, 0)
+	benchBearer(b, f, f.token(u), "/api/version")
 }
 
 // token mints a personal API token for u with the permissions of its role.
@@ -165,8 +153,12 @@ func (f *fixture) limitedToken(u store.User) string {
 // on: the role's and the token's limits reserved and settled.
 func BenchmarkGuardBearerQuota(b *testing.B) {
 	f := newFixture(b)
-	raw := f.limitedToken(f.approve(f.login("bob@example.com", false), "user", nil))
-	target, _ := url.Parse(publicURL + "/v1/ping")
+	benchBearer(b, f, f.limitedToken(f.approve(f.login("bob@example.com", false), "user", nil)), "/v1/ping")
+}
+
+// benchBearer runs benchServe on GET path with the bearer token raw.
+func benchBearer(b *testing.B, f *fixture, raw, path string) {
+	target, _ := url.Parse(publicURL + path)
 	benchServe(b, f, func() *http.Request {
 		r := benchRequest(target, "")
 		r.Header["Authorization"] = []string{"Bearer " + raw}
