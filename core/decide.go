@@ -20,9 +20,15 @@ type DecisionRequest struct {
 	// caller has worked them out already (the guard has).
 	Path, PathFolded string
 	APIRoute         string // "" for backend requests
-	Target           *policy.Target
-	Change           *policy.Change
-	Model            *string
+	// Route is the backend route the caller matched in Routes (nil: none).
+	// When Routes is the current engine's table the policy is handed the
+	// route instead of matching it again; a decision made again under a
+	// newer policy (the in-flight watcher's) matches afresh.
+	Route  *policy.Route
+	Routes *policy.RouteTable
+	Target *policy.Target
+	Change *policy.Change
+	Model  *string
 }
 
 // Decide asks the policy. Any error is ErrUnavailable: the caller refuses.
@@ -51,7 +57,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 		dec, cached = rt.decisions.get(engine, key)
 	}
 	if !cached {
-		in = policyInput(r, d, method, reqPath, folded)
+		in = policyInput(r, d, engine, method, reqPath, folded)
 		var err error
 		if dec, err = engine.DecideBase(r.Context(), in); err != nil {
 			return policy.Decision{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
@@ -62,7 +68,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 	}
 	if split && dec.Allow {
 		if in == nil {
-			in = policyInput(r, d, method, reqPath, folded)
+			in = policyInput(r, d, engine, method, reqPath, folded)
 		}
 		var err error
 		if dec, err = engine.WithExtensions(r.Context(), in, dec); err != nil {
@@ -73,7 +79,7 @@ func (rt *Runtime) Decide(r *http.Request, d DecisionRequest) (policy.Decision, 
 }
 
 // policyInput is what the policy sees of a request.
-func policyInput(r *http.Request, d DecisionRequest, method, reqPath, folded string) *policy.Input {
+func policyInput(r *http.Request, d DecisionRequest, engine *policy.Engine, method, reqPath, folded string) *policy.Input {
 	if folded == "" {
 		folded = policy.FoldPath(reqPath)
 	}
@@ -94,6 +100,12 @@ func policyInput(r *http.Request, d DecisionRequest, method, reqPath, folded str
 	if d.APIRoute != "" {
 		route := d.APIRoute
 		in.APIRoute = &route
+	} else if d.Routes != nil && d.Routes == engine.Routes() {
+		key := ""
+		if d.Route != nil {
+			key = d.Route.Key
+		}
+		in.Route = &key
 	}
 	if s := d.Subject; s != nil {
 		in.Subject = &policy.Subject{

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse/gatehouse/devidp"
+	"github.com/gatehouse/gatehouse/policy"
+	"github.com/gatehouse/gatehouse/store"
 )
 
 func testOptions(dir string) Options {
@@ -125,5 +128,44 @@ func TestChangedPolicyFileSwitchesThePolicy(t *testing.T) {
 	broken := logs.FilterLevelExact(zapcore.ErrorLevel).All()
 	if len(broken) != 1 || !strings.Contains(broken[0].ContextMap()["error"].(string), "rules.rego:5") {
 		t.Fatalf("want one error naming rules.rego:5, got %v", broken)
+	}
+}
+
+// The route the guard matched is handed to the policy only while the
+// table it came from is the current engine's: a decision made again under
+// another policy (the in-flight watcher's) matches the path afresh.
+func TestDecideUsesTheCallersRouteOnlyFromTheCurrentTable(t *testing.T) {
+	rt, err := Open(t.Context(), testOptions(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	current := rt.Policy().Routes()
+	pull := current.Match("POST", "/api/pull") // model_admin: providers:manage, which a user lacks
+	other, err := policy.New(t.Context(), policy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A subject per case: the decision cache is keyed by subject, method and
+	// path, which the guard's route always agrees with.
+	n := 0
+	decide := func(d DecisionRequest) policy.Decision {
+		t.Helper()
+		n++
+		d.Subject = &Subject{Auth: "session", User: store.User{ID: fmt.Sprint("u", n), Role: "user", Status: store.StatusActive}}
+		dec, err := rt.Decide(httptest.NewRequest("GET", "/", nil), d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dec
+	}
+	if d := decide(DecisionRequest{Route: pull, Routes: current}); d.Allow {
+		t.Fatalf("GET / as the pull route from the current table: %+v, want it decided as a pull (forbidden)", d)
+	}
+	if d := decide(DecisionRequest{Route: pull, Routes: other.Routes()}); !d.Allow {
+		t.Fatalf("GET / with a route from another engine's table: %+v, want it matched afresh (allowed)", d)
+	}
+	if d := decide(DecisionRequest{}); !d.Allow {
+		t.Fatalf("GET / without a route: %+v, want allowed", d)
 	}
 }

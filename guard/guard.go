@@ -160,7 +160,8 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 	method := strings.ToUpper(requestMethod(r))
 	cleaned := core.CleanPath(r.URL.Path)
 	folded := policy.FoldPath(cleaned)
-	route := g.rt.Policy().Routes().Match(method, folded)
+	routes := g.rt.Policy().Routes()
+	route := routes.Match(method, folded)
 	d := g.beginDecision(r, route)
 	if p := checkUpgrade(r); p != nil {
 		d.end(p.Code)
@@ -213,7 +214,7 @@ func (g *Guard) Serve(w http.ResponseWriter, r *http.Request, next func(http.Res
 		}
 	}
 
-	dr := core.DecisionRequest{Subject: sub, Method: method, Path: cleaned, PathFolded: folded, Model: model}
+	dr := core.DecisionRequest{Subject: sub, Method: method, Path: cleaned, PathFolded: folded, Model: model, Route: route, Routes: routes}
 	dec, err := g.rt.Decide(r, dr)
 	if err != nil {
 		d.end(codeUnavailable)
